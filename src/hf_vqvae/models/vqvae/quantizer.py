@@ -1,0 +1,349 @@
+"""Vector quantizer of the VQ-VAE (van den Oord et al. 2017, §3.1-3.2 and Appendix A.1).
+
+A leaf block: it takes explicit arguments, not a config, and imports nothing from the rest of the package, so
+that it travels with the model folder when a model is saved for `trust_remote_code=True` users.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from transformers.utils import ModelOutput
+
+
+@dataclass
+class QuantizerOutput(ModelOutput):
+    """
+    Output of [`VectorQuantizer`].
+
+    Args:
+        quantized (`torch.FloatTensor` of shape `(batch, embedding_dim, *spatial)`):
+            The nearest codebook vectors, with the straight-through gradient (paper §3.1): their values are the
+            codes', their gradient goes to the encoder output unchanged.
+        indices (`torch.LongTensor` of shape `(batch, *spatial)`):
+            Index of the nearest code for every input vector.
+        loss (`torch.FloatTensor` of shape `()`):
+            `codebook_loss + beta * commitment_loss` (paper eq. 3 without the reconstruction term).
+        codebook_loss (`torch.FloatTensor` of shape `()`):
+            `‖sg[z_e] - e‖²` (mean over elements); moves the codes. Zero with EMA updates, which move the codes instead.
+        commitment_loss (`torch.FloatTensor` of shape `()`):
+            `‖z_e - sg[e]‖²` (mean over elements), not yet multiplied by beta; moves the encoder.
+        perplexity (`torch.FloatTensor` of shape `()`):
+            `exp(entropy)` of the code histogram of this batch: 1 when one code is used, K when all are used evenly.
+        usage (`torch.LongTensor` of shape `(num_embeddings,)`):
+            How many input vectors of this batch (summed over processes when distributed) chose each code.
+    """
+
+    quantized: torch.FloatTensor | None = None
+    indices: torch.LongTensor | None = None
+    loss: torch.FloatTensor | None = None
+    codebook_loss: torch.FloatTensor | None = None
+    commitment_loss: torch.FloatTensor | None = None
+    perplexity: torch.FloatTensor | None = None
+    usage: torch.LongTensor | None = None
+
+
+def _is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+class VectorQuantizer(nn.Module):
+    """
+    Nearest-neighbour vector quantizer with a straight-through gradient.
+
+    Args:
+        num_embeddings (`int`): codebook size K.
+        embedding_dim (`int`): size D of each code vector; the input has D channels.
+        beta (`float`, defaults to 0.25): weight of the commitment term (paper eq. 3, "robust from 0.1 to 2.0").
+        ema_decay (`float`, *optional*): when set (0.99 in the paper's appendix A.1), the codebook follows an
+            exponential moving average of the encoder outputs assigned to each code, instead of the codebook loss.
+        ema_epsilon (`float`, defaults to 1e-5): Laplace smoothing of the EMA cluster sizes.
+        ema_bias_correction (`bool`, defaults to False): divide the EMA statistics by `1 - decay**t` (zero-debiasing,
+            as in Sonnet's `VectorQuantizerEMA`); the statistics then start from zero instead of from the codebook.
+        kmeans_init (`bool`, defaults to False): initialise the codebook by k-means on the first training batch.
+        kmeans_iters (`int`, defaults to 10): Lloyd iterations of that k-means.
+        dead_code_threshold (`int`, *optional*): in training, a code unused for this many consecutive steps is
+            replaced by a random encoder output of the current batch.
+
+    The module reads `(batch, embedding_dim, *spatial)` and always computes in float32, also under autocast.
+    """
+
+    def __init__(
+        self,
+        num_embeddings: int,
+        embedding_dim: int,
+        beta: float = 0.25,
+        ema_decay: float | None = None,
+        ema_epsilon: float = 1e-5,
+        ema_bias_correction: bool = False,
+        kmeans_init: bool = False,
+        kmeans_iters: int = 10,
+        dead_code_threshold: int | None = None,
+    ):
+        super().__init__()
+        validate_quantizer_args(
+            num_embeddings, embedding_dim, beta, ema_decay, ema_epsilon, kmeans_iters, dead_code_threshold
+        )
+        self.num_embeddings = num_embeddings
+        self.embedding_dim = embedding_dim
+        self.beta = beta
+        self.ema_decay = ema_decay
+        self.ema_epsilon = ema_epsilon
+        self.ema_bias_correction = ema_bias_correction
+        self.kmeans_iters = kmeans_iters
+        self.dead_code_threshold = dead_code_threshold
+
+        # (K, D); with EMA updates the codebook is not trained by the optimizer.
+        self.codebook = nn.Parameter(torch.empty(num_embeddings, embedding_dim), requires_grad=not self.use_ema)
+        # Every buffer is persistent: saved, loaded and never left uninitialised after `from_pretrained`.
+        self.register_buffer("initialized", torch.tensor(not kmeans_init))
+        if self.use_ema:
+            self.register_buffer("ema_cluster_size", torch.empty(num_embeddings))
+            self.register_buffer("ema_embed_sum", torch.empty(num_embeddings, embedding_dim))
+            self.register_buffer("ema_steps", torch.zeros((), dtype=torch.long))
+        if dead_code_threshold is not None:
+            self.register_buffer("steps_since_used", torch.zeros(num_embeddings, dtype=torch.long))
+        self.reset_parameters()
+
+    @property
+    def use_ema(self) -> bool:
+        return self.ema_decay is not None
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        # Uniform(-1/K, 1/K) as in the reference implementations (Sonnet, taming-transformers).
+        nn.init.uniform_(self.codebook, -1.0 / self.num_embeddings, 1.0 / self.num_embeddings)
+        if self.use_ema:
+            self.ema_steps.zero_()
+            # Starting the statistics at (N_i = 1, m_i = e_i) keeps unused codes where they are (e_i = m_i / N_i)
+            # instead of letting them drift to m_i / eps; with bias correction they start from zero.
+            self.ema_cluster_size.fill_(0.0 if self.ema_bias_correction else 1.0)
+            self.ema_embed_sum.copy_(self.codebook * self.ema_cluster_size[:, None])
+        if self.dead_code_threshold is not None:
+            self.steps_since_used.zero_()
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Public API
+    # ----------------------------------------------------------------------------------------------------------
+
+    def forward(self, latents: torch.Tensor) -> QuantizerOutput:
+        if latents.dim() < 2 or latents.shape[1] != self.embedding_dim:
+            raise ValueError(
+                f"VectorQuantizer expects (batch, {self.embedding_dim}, *spatial) inputs, got shape "
+                f"{tuple(latents.shape)}; check the encoder's output channels against embedding_dim."
+            )
+        with torch.autocast(latents.device.type, enabled=False):
+            flat = latents.float().movedim(1, -1).reshape(-1, self.embedding_dim)  # (N, D)
+            if self.training and not bool(self.initialized):
+                self._kmeans_init(flat.detach())
+            codebook = self.codebook.float()
+            indices = self.nearest_code(flat)  # (N,)
+            quantized = F.embedding(indices, codebook)  # (N, D), values before any EMA update of this step
+            usage = self._usage(indices)
+            if self.training:
+                self._training_updates(flat.detach(), indices, usage)
+            output = self._losses_and_straight_through(flat, quantized)
+
+        spatial = latents.shape[2:]
+        output.quantized = output.quantized.reshape(latents.shape[0], *spatial, -1).movedim(-1, 1)
+        output.indices = indices.reshape(latents.shape[0], *spatial)
+        output.usage = usage
+        output.perplexity = _perplexity(usage)
+        return output
+
+    @torch.no_grad()
+    def nearest_code(self, flat: torch.Tensor) -> torch.LongTensor:
+        """Index of the nearest code for each row of `flat` (N, D)."""
+        return nearest_code(flat, self.codebook.float())
+
+    def embed(self, indices: torch.LongTensor) -> torch.FloatTensor:
+        """Code vectors for `indices` of shape `(batch, *spatial)`, returned as `(batch, embedding_dim, *spatial)`."""
+        if indices.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+            raise ValueError(f"codes must be an integer tensor, got dtype {indices.dtype}")
+        if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= self.num_embeddings):
+            raise ValueError(
+                f"codes must lie in [0, {self.num_embeddings}), got values in "
+                f"[{int(indices.min())}, {int(indices.max())}]; were they made by a model with another codebook size?"
+            )
+        return F.embedding(indices.long(), self.codebook).movedim(-1, 1)
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Internals
+    # ----------------------------------------------------------------------------------------------------------
+
+    def _losses_and_straight_through(self, flat: torch.Tensor, quantized: torch.Tensor) -> QuantizerOutput:
+        # Paper eq. 3: ‖sg[z_e] - e‖² moves the codes, beta ‖z_e - sg[e]‖² moves the encoder.
+        straight_through, commitment_loss = _StraightThroughCommitment.apply(flat, quantized.detach())
+        if self.use_ema:
+            codebook_loss = flat.new_zeros(())
+        else:
+            codebook_loss = F.mse_loss(quantized, flat.detach())
+        return QuantizerOutput(
+            quantized=straight_through,
+            loss=codebook_loss + self.beta * commitment_loss,
+            codebook_loss=codebook_loss,
+            commitment_loss=commitment_loss,
+        )
+
+    def _usage(self, indices: torch.LongTensor) -> torch.LongTensor:
+        usage = torch.bincount(indices, minlength=self.num_embeddings)
+        if self.training and _is_distributed() and not self.use_ema:
+            dist.all_reduce(usage)  # the EMA path reduces usage together with its statistics
+        return usage
+
+    @torch.no_grad()
+    def _training_updates(self, flat: torch.Tensor, indices: torch.LongTensor, usage: torch.LongTensor) -> None:
+        if self.use_ema:
+            self._ema_update(flat, indices, usage)
+        if self.dead_code_threshold is not None:
+            self._restart_dead_codes(flat, usage)
+
+    @torch.no_grad()
+    def _ema_update(self, flat: torch.Tensor, indices: torch.LongTensor, usage: torch.LongTensor) -> None:
+        """Appendix A.1: N_i <- γ N_i + (1-γ) n_i ; m_i <- γ m_i + (1-γ) Σ_j z_ij ; e_i = m_i / N_i."""
+        counts = usage.float()  # n_i, (K,)
+        embed_sum = torch.zeros_like(self.ema_embed_sum).index_add_(0, indices, flat)  # Σ_j z_ij, (K, D)
+        if _is_distributed():
+            stats = torch.cat([counts[:, None], embed_sum], dim=1)  # one all-reduce for both statistics
+            dist.all_reduce(stats)
+            counts, embed_sum = stats[:, 0], stats[:, 1:]
+            usage.copy_(counts.round().long())
+        decay = self.ema_decay
+        self.ema_cluster_size.mul_(decay).add_(counts, alpha=1.0 - decay)
+        self.ema_embed_sum.mul_(decay).add_(embed_sum, alpha=1.0 - decay)
+        self.ema_steps.add_(1)
+        cluster_size, embed_sum_avg = self.ema_cluster_size, self.ema_embed_sum
+        if self.ema_bias_correction:
+            correction = 1.0 - decay ** self.ema_steps.item()
+            cluster_size, embed_sum_avg = cluster_size / correction, embed_sum_avg / correction
+        # Laplace smoothing keeps every N_i > 0 (Sonnet's VectorQuantizerEMA).
+        total = cluster_size.sum()
+        smoothed = (cluster_size + self.ema_epsilon) / (total + self.num_embeddings * self.ema_epsilon) * total
+        self.codebook.data.copy_(embed_sum_avg / smoothed[:, None])
+
+    @torch.no_grad()
+    def _restart_dead_codes(self, flat: torch.Tensor, usage: torch.LongTensor) -> None:
+        self.steps_since_used.add_(1).masked_fill_(usage > 0, 0)
+        dead = (self.steps_since_used >= self.dead_code_threshold).nonzero().squeeze(1)
+        if dead.numel() == 0:
+            return
+        # Random encoder outputs of this batch; rank 0 chooses so every process gets the same codebook.
+        choice = torch.randint(0, flat.shape[0], (dead.numel(),), device=flat.device)
+        replacements = flat[choice].contiguous()
+        if _is_distributed():
+            dist.broadcast(replacements, src=0)
+        self._set_codes(dead, replacements)
+        self.steps_since_used[dead] = 0
+
+    @torch.no_grad()
+    def _kmeans_init(self, flat: torch.Tensor) -> None:
+        """Lloyd's k-means on the first training batch (rank 0's batch when distributed)."""
+        if flat.shape[0] < self.num_embeddings:
+            raise ValueError(
+                f"k-means initialisation needs at least num_embeddings={self.num_embeddings} encoder outputs in the "
+                f"first batch, got {flat.shape[0]}; use a larger batch or kmeans_init=False."
+            )
+        centroids = flat[torch.randperm(flat.shape[0], device=flat.device)[: self.num_embeddings]].clone()
+        for _ in range(self.kmeans_iters):
+            assignment = nearest_code(flat, centroids)
+            counts = torch.bincount(assignment, minlength=self.num_embeddings).float()
+            sums = torch.zeros_like(centroids).index_add_(0, assignment, flat)
+            used = counts > 0
+            centroids[used] = sums[used] / counts[used, None]
+        if _is_distributed():
+            dist.broadcast(centroids, src=0)
+        self._set_codes(torch.arange(self.num_embeddings, device=flat.device), centroids)
+        self.initialized.fill_(True)
+
+    @torch.no_grad()
+    def _set_codes(self, which: torch.LongTensor, vectors: torch.Tensor) -> None:
+        self.codebook.data[which] = vectors.to(self.codebook.dtype)
+        if self.use_ema:
+            # Restart the statistics of these codes as if each had been chosen once by its new vector.
+            scale = 1.0 - self.ema_decay ** max(int(self.ema_steps), 1) if self.ema_bias_correction else 1.0
+            self.ema_cluster_size[which] = scale
+            self.ema_embed_sum[which] = vectors * scale
+
+    def extra_repr(self) -> str:
+        mode = f"ema_decay={self.ema_decay}" if self.use_ema else "codebook loss"
+        return f"num_embeddings={self.num_embeddings}, embedding_dim={self.embedding_dim}, beta={self.beta}, {mode}"
+
+
+class _StraightThroughCommitment(torch.autograd.Function):
+    """Straight-through quantisation (§3.1) and the commitment loss mean(‖z_e - sg[e]‖²) in one pass.
+
+    Forward returns the code vectors themselves (bit-exact, so `decode_code(codes)` reproduces `forward`) and the
+    loss; backward passes the output gradient to z_e unchanged and adds the loss gradient 2 (z_e - e) / numel.
+    Equivalent to `z + (e - z).detach()` and `F.mse_loss(z, e.detach())`, with two fewer passes over memory.
+    """
+
+    @staticmethod
+    def forward(ctx, flat: torch.Tensor, quantized: torch.Tensor):
+        difference = (quantized - flat).reshape(-1)  # e - z_e
+        ctx.save_for_backward(difference)
+        ctx.flat_shape = flat.shape
+        loss = torch.dot(difference, difference) / difference.numel()
+        return quantized, loss
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor, grad_loss: torch.Tensor):
+        (difference,) = ctx.saved_tensors
+        scale = grad_loss * (-2.0 / difference.numel())
+        grad_flat = torch.addcmul(grad_output, difference.view(ctx.flat_shape), scale)
+        return grad_flat, None
+
+
+# Rows per distance block: a (4096, K) block stays in cache and its buffer is reused, which on a CPU runs about
+# twice as fast as one (N, K) matrix (page faults of a fresh N x K allocation dominate) and bounds memory.
+_DISTANCE_CHUNK_ROWS = 4096
+# On an accelerator one kernel per block costs a launch: use large blocks there, only to bound memory.
+_DISTANCE_CHUNK_ROWS_ACCELERATOR = 65536
+
+
+@torch.no_grad()
+def nearest_code(flat: torch.Tensor, codebook: torch.Tensor) -> torch.LongTensor:
+    """argmin_k ‖z - e_k‖² for each row z of `flat` (N, D), against `codebook` (K, D).
+
+    ‖z - e‖² = ‖z‖² - 2 z·e + ‖e‖²; ‖z‖² is the same for every code of a row, so the argmin needs one fused
+    `addmm` (‖e‖² - 2 z·eᵀ) per block of rows and an `argmin`.
+    """
+    num_rows = flat.shape[0]
+    chunk_rows = _DISTANCE_CHUNK_ROWS if flat.device.type == "cpu" else _DISTANCE_CHUNK_ROWS_ACCELERATOR
+    codebook_sq = codebook.pow(2).sum(dim=1)  # (K,)
+    indices = torch.empty(num_rows, dtype=torch.long, device=flat.device)
+    block = flat.new_empty(min(chunk_rows, num_rows), codebook.shape[0])
+    for start in range(0, num_rows, chunk_rows):
+        stop = min(start + chunk_rows, num_rows)
+        distances = block[: stop - start]
+        torch.addmm(codebook_sq, flat[start:stop], codebook.t(), alpha=-2.0, out=distances)  # (rows, K)
+        torch.argmin(distances, dim=1, out=indices[start:stop])
+    return indices
+
+
+def _perplexity(usage: torch.LongTensor) -> torch.FloatTensor:
+    probs = usage.float() / usage.sum().clamp(min=1)
+    return torch.exp(-(probs * torch.log(probs.clamp(min=1e-10))).sum())
+
+
+def validate_quantizer_args(
+    num_embeddings, embedding_dim, beta, ema_decay, ema_epsilon, kmeans_iters, dead_code_threshold
+) -> None:
+    """Raise a `ValueError` naming the first out-of-range quantizer setting."""
+    if not isinstance(num_embeddings, int) or num_embeddings < 1:
+        raise ValueError(f"num_embeddings (codebook size K) must be an integer >= 1, got {num_embeddings!r}")
+    if not isinstance(embedding_dim, int) or embedding_dim < 1:
+        raise ValueError(f"embedding_dim (code size D) must be an integer >= 1, got {embedding_dim!r}")
+    if not isinstance(beta, (int, float)) or beta < 0:
+        raise ValueError(f"beta (commitment weight) must be a number >= 0, got {beta!r}; the paper uses 0.25")
+    if ema_decay is not None and not 0.0 < ema_decay < 1.0:
+        raise ValueError(f"ema_decay must lie strictly between 0 and 1 (or be None), got {ema_decay!r}; try 0.99")
+    if ema_epsilon <= 0:
+        raise ValueError(f"ema_epsilon must be > 0, got {ema_epsilon!r}")
+    if kmeans_iters < 1:
+        raise ValueError(f"kmeans_iters must be >= 1, got {kmeans_iters!r}")
+    if dead_code_threshold is not None and dead_code_threshold < 1:
+        raise ValueError(f"dead_code_threshold must be >= 1 step (or None), got {dead_code_threshold!r}")
