@@ -1,0 +1,54 @@
+"""hf_vqvae: VAE, VQ-VAE and VQ-VAE-2 (and priors over their codes) as Hugging Face models.
+
+Importing the package registers every config, model and image processor with the transformers Auto classes, so
+`AutoModel.from_pretrained("org/vqvae2-imagenet")` returns a `VQVAE2Model`.
+"""
+
+from transformers import AutoConfig, AutoImageProcessor, AutoModel
+
+from .image_processing import VQImageProcessor
+from .models.vae import VAEConfig, VAEModel
+from .models.vqvae import (
+    QuantizerOutput,
+    VectorQuantizer,
+    VQVAE2Config,
+    VQVAE2Model,
+    VQVAEConfig,
+    VQVAEModel,
+)
+
+__version__ = "0.1.0"
+
+_MODEL_CLASSES = {VAEConfig: VAEModel, VQVAEConfig: VQVAEModel, VQVAE2Config: VQVAE2Model}
+
+
+def _register() -> None:
+    for config_class, model_class in _MODEL_CLASSES.items():
+        AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
+        AutoModel.register(config_class, model_class, exist_ok=True)
+        AutoImageProcessor.register(config_class, image_processor_classes={"pil": VQImageProcessor}, exist_ok=True)
+        # save_pretrained then writes the model folder's code and an auto_map, so the saved folder also loads
+        # with trust_remote_code=True where hf_vqvae is not installed.
+        config_class.register_for_auto_class("AutoConfig")
+        model_class.register_for_auto_class("AutoModel")
+
+
+def list_presets() -> dict[str, list[str]]:
+    """Every named architecture, by config class name: `{"VQVAE2Config": ["ffhq1024-paper", ...], ...}`."""
+    return {config_class.__name__: config_class.list_presets() for config_class in _MODEL_CLASSES}
+
+
+_register()
+
+__all__ = [
+    "QuantizerOutput",
+    "VAEConfig",
+    "VAEModel",
+    "VQImageProcessor",
+    "VQVAE2Config",
+    "VQVAE2Model",
+    "VQVAEConfig",
+    "VQVAEModel",
+    "VectorQuantizer",
+    "list_presets",
+]

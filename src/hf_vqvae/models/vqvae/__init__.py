@@ -1,0 +1,15 @@
+from .configuration_vqvae import VQVAE2Config, VQVAEConfig
+from .modeling_vqvae import VQEncoderOutput, VQModelOutput, VQPreTrainedModel, VQVAE2Model, VQVAEModel
+from .quantizer import QuantizerOutput, VectorQuantizer
+
+__all__ = [
+    "QuantizerOutput",
+    "VQEncoderOutput",
+    "VQModelOutput",
+    "VQPreTrainedModel",
+    "VQVAE2Config",
+    "VQVAE2Model",
+    "VQVAEConfig",
+    "VQVAEModel",
+    "VectorQuantizer",
+]

@@ -64,7 +64,8 @@ class VectorQuantizer(nn.Module):
         ema_epsilon (`float`, defaults to 1e-5): Laplace smoothing of the EMA cluster sizes.
         ema_bias_correction (`bool`, defaults to False): divide the EMA statistics by `1 - decay**t` (zero-debiasing,
             as in Sonnet's `VectorQuantizerEMA`); the statistics then start from zero instead of from the codebook.
-        kmeans_init (`bool`, defaults to False): initialise the codebook by k-means on the first training batch.
+        kmeans_init (`bool`, defaults to False): initialise the codebook by k-means (k-means++ seeds) on the first
+            training batch.
         kmeans_iters (`int`, defaults to 10): Lloyd iterations of that k-means.
         dead_code_threshold (`int`, *optional*): in training, a code unused for this many consecutive steps is
             replaced by a random encoder output of the current batch.
@@ -241,13 +242,13 @@ class VectorQuantizer(nn.Module):
 
     @torch.no_grad()
     def _kmeans_init(self, flat: torch.Tensor) -> None:
-        """Lloyd's k-means on the first training batch (rank 0's batch when distributed)."""
+        """k-means++ seeding, then Lloyd iterations, on the first training batch (rank 0's when distributed)."""
         if flat.shape[0] < self.num_embeddings:
             raise ValueError(
                 f"k-means initialisation needs at least num_embeddings={self.num_embeddings} encoder outputs in the "
                 f"first batch, got {flat.shape[0]}; use a larger batch or kmeans_init=False."
             )
-        centroids = flat[torch.randperm(flat.shape[0], device=flat.device)[: self.num_embeddings]].clone()
+        centroids = _kmeans_plus_plus_seeds(flat, self.num_embeddings)
         for _ in range(self.kmeans_iters):
             assignment = nearest_code(flat, centroids)
             counts = torch.bincount(assignment, minlength=self.num_embeddings).float()
@@ -256,17 +257,21 @@ class VectorQuantizer(nn.Module):
             centroids[used] = sums[used] / counts[used, None]
         if _is_distributed():
             dist.broadcast(centroids, src=0)
-        self._set_codes(torch.arange(self.num_embeddings, device=flat.device), centroids)
+            dist.broadcast(counts, src=0)
+        # The EMA statistics start from the clusters found: N_i = cluster size (at least 1), m_i = N_i e_i.
+        self._set_codes(torch.arange(self.num_embeddings, device=flat.device), centroids, counts.clamp(min=1.0))
         self.initialized.fill_(True)
 
     @torch.no_grad()
-    def _set_codes(self, which: torch.LongTensor, vectors: torch.Tensor) -> None:
+    def _set_codes(self, which: torch.LongTensor, vectors: torch.Tensor, counts: torch.Tensor | None = None) -> None:
+        """Overwrite codes `which` with `vectors`; EMA statistics restart as if each was chosen `counts` times."""
         self.codebook.data[which] = vectors.to(self.codebook.dtype)
         if self.use_ema:
-            # Restart the statistics of these codes as if each had been chosen once by its new vector.
+            counts = torch.ones(len(which), device=vectors.device) if counts is None else counts
+            # Stored statistics are biased by (1 - decay**t) under bias correction: store them that way too.
             scale = 1.0 - self.ema_decay ** max(int(self.ema_steps), 1) if self.ema_bias_correction else 1.0
-            self.ema_cluster_size[which] = scale
-            self.ema_embed_sum[which] = vectors * scale
+            self.ema_cluster_size[which] = counts * scale
+            self.ema_embed_sum[which] = vectors * (counts * scale)[:, None]
 
     def extra_repr(self) -> str:
         mode = f"ema_decay={self.ema_decay}" if self.use_ema else "codebook loss"
@@ -322,6 +327,19 @@ def nearest_code(flat: torch.Tensor, codebook: torch.Tensor) -> torch.LongTensor
         torch.addmm(codebook_sq, flat[start:stop], codebook.t(), alpha=-2.0, out=distances)  # (rows, K)
         torch.argmin(distances, dim=1, out=indices[start:stop])
     return indices
+
+
+@torch.no_grad()
+def _kmeans_plus_plus_seeds(flat: torch.Tensor, num_seeds: int) -> torch.Tensor:
+    """k-means++ (Arthur & Vassilvitskii 2007): each new seed drawn with probability ∝ squared distance."""
+    seeds = flat.new_empty(num_seeds, flat.shape[1])
+    seeds[0] = flat[torch.randint(0, flat.shape[0], (1,), device=flat.device)]
+    closest = (flat - seeds[0]).pow(2).sum(dim=1)  # (N,) squared distance to the nearest seed so far
+    for index in range(1, num_seeds):
+        weights = closest if closest.sum() > 0 else torch.ones_like(closest)
+        seeds[index] = flat[torch.multinomial(weights, 1)]
+        closest = torch.minimum(closest, (flat - seeds[index]).pow(2).sum(dim=1))
+    return seeds
 
 
 def _perplexity(usage: torch.LongTensor) -> torch.FloatTensor:

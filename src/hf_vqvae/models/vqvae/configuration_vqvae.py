@@ -1,0 +1,259 @@
+"""Configurations of the VQ-VAE (van den Oord et al. 2017) and the hierarchical VQ-VAE-2 (Razavi et al. 2019).
+
+Both families live in this one folder: a VQ-VAE is a one-level VQ-VAE-2, so they share their blocks and
+quantizer, and a folder saved for `trust_remote_code=True` carries every file it needs with no duplicated code.
+This file imports no torch.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from transformers import PreTrainedConfig
+
+
+def _check_int(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def _image_hw(image_size: int | list[int] | tuple[int, int]) -> tuple[int, int]:
+    if isinstance(image_size, int):
+        return image_size, image_size
+    return int(image_size[0]), int(image_size[1])
+
+
+class _PresetMixin:
+    """`from_preset(name, **overrides)` and `list_presets()` over a class-level `PRESETS` table."""
+
+    PRESETS = {}  # name -> keyword arguments; filled by each config class
+
+    @classmethod
+    def list_presets(cls) -> list[str]:
+        """Names accepted by `from_preset`."""
+        return sorted(cls.PRESETS)
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides):
+        """The named architecture from the papers (an architecture, not weights); keywords override any field."""
+        if name not in cls.PRESETS:
+            raise ValueError(f"unknown {cls.__name__} preset {name!r}; known presets: {', '.join(cls.list_presets())}")
+        return cls(**{**copy.deepcopy(cls.PRESETS[name]), **overrides})
+
+
+class _VQConfigBase(_PresetMixin, PreTrainedConfig):
+    """Fields and validation shared by [`VQVAEConfig`] and [`VQVAE2Config`]; see their docstrings."""
+
+    num_channels: int = 3
+    image_size: int | list[int] = 32
+    hidden_channels: int = 128
+    residual_channels: int = 64
+    num_residual_blocks: int = 2
+    num_embeddings: int = 512
+    embedding_dim: int = 64
+    beta: float = 0.25
+    ema_decay: float | None = 0.99
+    ema_epsilon: float = 1e-5
+    ema_bias_correction: bool = False
+    kmeans_init: bool = False
+    kmeans_iters: int = 10
+    dead_code_threshold: int | None = None
+
+    def __post_init__(self, **kwargs):
+        if isinstance(self.image_size, tuple):
+            self.image_size = list(self.image_size)
+        self._validate_common()
+        super().__post_init__(**kwargs)
+
+    def _validate_common(self) -> None:
+        _check_int("num_channels", self.num_channels, 1)
+        _check_int("hidden_channels", self.hidden_channels, 2)
+        _check_int("residual_channels", self.residual_channels, 1)
+        _check_int("num_residual_blocks", self.num_residual_blocks, 0)
+        _check_int("num_embeddings", self.num_embeddings, 1)
+        _check_int("embedding_dim", self.embedding_dim, 1)
+        _check_int("kmeans_iters", self.kmeans_iters, 1)
+        if isinstance(self.beta, bool) or not isinstance(self.beta, (int, float)) or self.beta < 0:
+            raise ValueError(f"beta (commitment weight) must be a number >= 0, got {self.beta!r}; the paper uses 0.25")
+        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
+            raise ValueError(
+                f"ema_decay must lie strictly between 0 and 1, or be None for the codebook loss; got {self.ema_decay!r}"
+            )
+        if not self.ema_epsilon > 0:
+            raise ValueError(f"ema_epsilon must be > 0, got {self.ema_epsilon!r}")
+        if self.dead_code_threshold is not None:
+            _check_int("dead_code_threshold", self.dead_code_threshold, 1)
+        height, width = _image_hw(self.image_size)
+        factor = 2 ** self.total_downsamples
+        if height % factor or width % factor:
+            raise ValueError(
+                f"image_size {self.image_size} is not divisible by the total downsampling factor {factor}; "
+                f"use a multiple of {factor} or fewer downsampling stages"
+            )
+
+    @property
+    def level_downsamples(self) -> list[int]:  # overridden by the subclasses
+        raise NotImplementedError
+
+    @property
+    def num_levels(self) -> int:
+        return len(self.level_downsamples)
+
+    @property
+    def total_downsamples(self) -> int:
+        """Stride-2 stages between the image and the bottom (finest) latent, plus those up to the top."""
+        return sum(self.level_downsamples)
+
+    def latent_shapes(self, image_size: int | list[int] | None = None) -> list[tuple[int, int]]:
+        """(H_l, W_l) of every level's code map, top level first, for `image_size` (default: the config's)."""
+        height, width = _image_hw(self.image_size if image_size is None else image_size)
+        shapes, factor = [], 1
+        for downsamples in reversed(self.level_downsamples):
+            factor *= 2**downsamples
+            shapes.append((height // factor, width // factor))
+        return shapes[::-1]
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        config_dict, _ = cls.get_config_dict(pretrained_model_name_or_path, **dict(kwargs))
+        found = config_dict.get("model_type")
+        if found is not None and found != cls.model_type:
+            raise ValueError(
+                f"{pretrained_model_name_or_path} holds a config of model_type {found!r}, not {cls.model_type!r}; "
+                f"load it with AutoModel.from_pretrained (after `import hf_vqvae`) or the matching class"
+            )
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
+
+class VQVAEConfig(_VQConfigBase):
+    r"""
+    Configuration of a [`VQVAEModel`]: one level of discrete latents (van den Oord et al. 2017).
+
+    Args:
+        num_channels (`int`, defaults to 3): image channels (1 grayscale, 3 RGB).
+        image_size (`int` or `[height, width]`, defaults to 32): the training resolution; the image processor resizes
+            to it. The model itself is fully convolutional and takes any size divisible by `2**num_downsamples`.
+        hidden_channels (`int`, defaults to 128): channels of the encoder and decoder (the paper: 256).
+        residual_channels (`int`, defaults to 64): channels inside each residual block.
+        num_residual_blocks (`int`, defaults to 2): residual blocks in the encoder and in the decoder.
+        num_downsamples (`int`, defaults to 2): 4x4 stride-2 convolutions in the encoder (transposed in the decoder).
+        num_embeddings (`int`, defaults to 512): codebook size K.
+        embedding_dim (`int`, defaults to 64): code vector size D.
+        beta (`float`, defaults to 0.25): commitment weight (paper eq. 3).
+        ema_decay (`float`, *optional*, defaults to 0.99): EMA codebook updates (appendix A.1); None trains the
+            codebook with the codebook loss ‖sg[z_e] - e‖² instead.
+        ema_epsilon (`float`, defaults to 1e-5): Laplace smoothing of the EMA cluster sizes.
+        ema_bias_correction (`bool`, defaults to False): zero-debias the EMA statistics.
+        kmeans_init (`bool`, defaults to False): k-means initialisation of the codebook on the first training batch.
+        kmeans_iters (`int`, defaults to 10): Lloyd iterations of that k-means.
+        dead_code_threshold (`int`, *optional*): restart a code unused for this many training steps from a random
+            encoder output of the batch.
+
+    Example:
+
+    ```python
+    >>> from hf_vqvae import VQVAEConfig, VQVAEModel
+    >>> config = VQVAEConfig.from_preset("mnist", num_embeddings=256)
+    >>> model = VQVAEModel(config)
+    >>> config.latent_shapes()
+    [(7, 7)]
+    ```
+    """
+
+    model_type = "vqvae"
+
+    num_downsamples: int = 2
+
+    PRESETS = {
+        # §4.1: 2 strided 4x4 convs, 2 residual blocks, 256 hidden units; the main text trains the codebook by loss.
+        "cifar10-paper": dict(
+            num_channels=3, image_size=32, hidden_channels=256, residual_channels=256, num_residual_blocks=2,
+            num_downsamples=2, num_embeddings=512, embedding_dim=64, ema_decay=None,
+        ),
+        # §4.2: ImageNet 128x128x3 -> 32x32 latent, K = 512.
+        "imagenet128-paper": dict(
+            num_channels=3, image_size=128, hidden_channels=256, residual_channels=256, num_residual_blocks=2,
+            num_downsamples=2, num_embeddings=512, embedding_dim=64, ema_decay=None,
+        ),
+        # Small MNIST model (Keras example scale): 28x28 -> 7x7 latent, K = 128, D = 16.
+        "mnist": dict(
+            num_channels=1, image_size=28, hidden_channels=64, residual_channels=32, num_residual_blocks=2,
+            num_downsamples=2, num_embeddings=128, embedding_dim=16, ema_decay=0.99,
+        ),
+    }  # fmt: skip
+
+    def __post_init__(self, **kwargs):
+        _check_int("num_downsamples", self.num_downsamples, 0)
+        super().__post_init__(**kwargs)
+
+    @property
+    def level_downsamples(self) -> list[int]:
+        return [self.num_downsamples]
+
+
+class VQVAE2Config(_VQConfigBase):
+    r"""
+    Configuration of a [`VQVAE2Model`]: a hierarchy of discrete latents (Razavi et al. 2019, Fig. 2a).
+
+    Args:
+        num_channels (`int`, defaults to 3): image channels (1 grayscale, 3 RGB).
+        image_size (`int` or `[height, width]`, defaults to 256): the training resolution; the model takes any size
+            divisible by `2**sum(level_downsamples)`.
+        level_downsamples (`list[int]`, defaults to `[1, 2]`): stride-2 stages of each level's encoder, top level
+            first. The bottom encoder reads the image; every other level reads the output of the level below. The
+            default gives a 64x64 bottom and 32x32 top latent for 256x256 images.
+        hidden_channels (`int`, defaults to 128): channels of the encoders and decoders.
+        residual_channels (`int`, defaults to 64): channels inside each residual block (rosinality's code: 32).
+        num_residual_blocks (`int`, defaults to 2): residual blocks in every encoder and decoder.
+        num_embeddings (`int`, defaults to 512): codebook size K of every level.
+        embedding_dim (`int`, defaults to 64): code vector size D of every level.
+        beta, ema_decay, ema_epsilon, ema_bias_correction, kmeans_init, kmeans_iters, dead_code_threshold:
+            as in [`VQVAEConfig`], applied to every level's quantizer.
+
+    Example:
+
+    ```python
+    >>> from hf_vqvae import VQVAE2Config, VQVAE2Model
+    >>> config = VQVAE2Config.from_preset("imagenet256-paper")
+    >>> config.latent_shapes()
+    [(32, 32), (64, 64)]
+    >>> model = VQVAE2Model(config)
+    ```
+    """
+
+    model_type = "vqvae2"
+
+    image_size: int | list[int] = 256
+    level_downsamples: list[int] = (1, 2)
+
+    PRESETS = {
+        # §3 / appendix: ImageNet 256 -> top 32x32, bottom 64x64, K = 512, D = 64; 128 hidden, 64 residual.
+        "imagenet256-paper": dict(
+            num_channels=3, image_size=256, level_downsamples=[1, 2], hidden_channels=128, residual_channels=64,
+            num_residual_blocks=2, num_embeddings=512, embedding_dim=64, ema_decay=0.99,
+        ),
+        # FFHQ 1024: three levels, 32x32 / 64x64 / 128x128.
+        "ffhq1024-paper": dict(
+            num_channels=3, image_size=1024, level_downsamples=[1, 1, 3], hidden_channels=128, residual_channels=64,
+            num_residual_blocks=2, num_embeddings=512, embedding_dim=64, ema_decay=0.99,
+        ),
+        # rosinality/vq-vae-2-pytorch's default VQVAE() (its FFHQ-256 checkpoint vqvae_560.pt): bottom stride 4,
+        # top stride 2, channel 128, 2 residual blocks of 32 channels, D = 64, K = 512, EMA decay 0.99.
+        "rosinality-ffhq256": dict(
+            num_channels=3, image_size=256, level_downsamples=[1, 2], hidden_channels=128, residual_channels=32,
+            num_residual_blocks=2, num_embeddings=512, embedding_dim=64, ema_decay=0.99, ema_epsilon=1e-5,
+        ),
+    }  # fmt: skip
+
+    def __post_init__(self, **kwargs):
+        levels = self.level_downsamples
+        if isinstance(levels, (int, str)) or not levels:
+            raise ValueError(f"level_downsamples must be a non-empty list (top level first), got {levels!r}")
+        self.level_downsamples = list(levels)
+        for downsamples in self.level_downsamples:
+            _check_int("every entry of level_downsamples", downsamples, 0)
+        super().__post_init__(**kwargs)
+
+
+__all__ = ["VQVAEConfig", "VQVAE2Config"]

@@ -1,0 +1,165 @@
+import pytest
+import torch
+
+from hf_vqvae import VQVAE2Config, VQVAE2Model, VQVAEConfig, VQVAEModel, list_presets
+from model_mixin import ModelTesterMixin
+
+
+def tiny_vqvae_config(**overrides):
+    values = dict(num_channels=3, image_size=16, hidden_channels=16, residual_channels=8, num_residual_blocks=1,
+                  num_downsamples=2, num_embeddings=32, embedding_dim=8)
+    return VQVAEConfig(**{**values, **overrides})
+
+
+def tiny_vqvae2_config(**overrides):
+    values = dict(num_channels=3, image_size=32, hidden_channels=16, residual_channels=8, num_residual_blocks=1,
+                  level_downsamples=[1, 2], num_embeddings=32, embedding_dim=8)
+    return VQVAE2Config(**{**values, **overrides})
+
+
+class _VQTester(ModelTesterMixin):
+    def make_inputs(self):
+        config = self.make_config()
+        size = config.image_size
+        generator = torch.Generator().manual_seed(0)
+        return {"pixel_values": torch.rand(2, config.num_channels, size, size, generator=generator) * 2 - 1}
+
+    def outputs_to_compare(self, model, inputs):
+        with torch.no_grad():
+            output = model(**inputs)
+        return [output.reconstruction, *output.codes]
+
+    def expected_shapes(self, config, inputs):
+        batch = inputs["pixel_values"].shape[0]
+        levels = config.num_levels
+        return {
+            "reconstruction": tuple(inputs["pixel_values"].shape),
+            "codes": [(batch, *shape) for shape in config.latent_shapes()],
+            "perplexity": (levels,),
+            "usage": (levels, config.num_embeddings),
+        }
+
+
+class TestVQVAE(_VQTester):
+    model_class = VQVAEModel
+
+    def make_config(self):
+        return tiny_vqvae_config()
+
+
+class TestVQVAEGradientCodebook(_VQTester):
+    model_class = VQVAEModel
+
+    def make_config(self):
+        return tiny_vqvae_config(ema_decay=None, num_channels=1)
+
+
+class TestVQVAE2(_VQTester):
+    model_class = VQVAE2Model
+
+    def make_config(self):
+        return tiny_vqvae2_config()
+
+
+class TestVQVAE2ThreeLevels(_VQTester):
+    model_class = VQVAE2Model
+
+    def make_config(self):
+        return tiny_vqvae2_config(level_downsamples=[1, 1, 2], dead_code_threshold=2, ema_bias_correction=True)
+
+
+@pytest.mark.parametrize("make", [tiny_vqvae_config, tiny_vqvae2_config])
+def test_decode_code_reproduces_forward(make):
+    config = make()
+    model = (VQVAEModel if isinstance(config, VQVAEConfig) else VQVAE2Model)(config).eval()
+    pixels = torch.rand(3, 3, config.image_size, config.image_size) * 2 - 1
+    with torch.no_grad():
+        output = model(pixels)
+        encoded = model.encode(pixels)
+        decoded = model.decode_code(encoded.codes)
+    assert all(code.dtype == torch.long for code in encoded.codes)
+    assert torch.equal(decoded, output.reconstruction)
+    # Re-encoding the code vectors' decoding is not the identity, but codes are valid indices.
+    assert all(0 <= int(code.min()) and int(code.max()) < config.num_embeddings for code in encoded.codes)
+
+
+def test_loss_is_sum_of_its_terms():
+    config = tiny_vqvae2_config(ema_decay=None, beta=0.5)
+    model = VQVAE2Model(config).train()
+    pixels = torch.rand(2, 3, 32, 32) * 2 - 1
+    output = model(pixels)
+    expected = torch.nn.functional.mse_loss(output.reconstruction, pixels)
+    assert torch.allclose(output.reconstruction_loss, expected)
+    total = output.reconstruction_loss + output.codebook_loss + 0.5 * output.commitment_loss
+    assert torch.allclose(output.loss, total)
+    # With the codebook loss, ‖sg[z_e] - e‖² and ‖z_e - sg[e]‖² have the same value.
+    assert torch.allclose(output.codebook_loss, output.commitment_loss)
+    assert output.usage.sum(dim=1).tolist() == [2 * 4 * 4, 2 * 8 * 8]
+    assert torch.all(output.perplexity >= 1) and torch.all(output.perplexity <= config.num_embeddings)
+
+
+def test_lower_level_depends_on_upper_level_codes():
+    """VQ-VAE-2 Fig. 2a: the bottom quantizer input is conditioned on the decoded top level."""
+    model = VQVAE2Model(tiny_vqvae2_config()).eval()
+    pixels = torch.rand(1, 3, 32, 32) * 2 - 1
+    features = model._encoder_features(pixels)
+    top = model.encode(pixels).quantized[0]
+    condition = model.condition_decoders[0](top)
+    assert condition.shape == (1, 8, 8, 8)
+    other = model.condition_decoders[0](torch.randn_like(top))
+    assert not torch.allclose(condition, other)
+    assert features[1].shape == (1, 16, 8, 8) and features[0].shape == (1, 16, 4, 4)
+
+
+def test_presets_match_the_papers():
+    presets = list_presets()
+    assert presets["VQVAEConfig"] == ["cifar10-paper", "imagenet128-paper", "mnist"]
+    assert presets["VQVAE2Config"] == ["ffhq1024-paper", "imagenet256-paper", "rosinality-ffhq256"]
+    assert VQVAEConfig.from_preset("imagenet128-paper").latent_shapes() == [(32, 32)]
+    assert VQVAEConfig.from_preset("mnist").latent_shapes() == [(7, 7)]
+    assert VQVAEConfig.from_preset("mnist").num_embeddings == 128
+    cifar = VQVAEConfig.from_preset("cifar10-paper", num_embeddings=64, embedding_dim=10)
+    assert (cifar.hidden_channels, cifar.num_embeddings, cifar.embedding_dim) == (256, 64, 10)
+    assert cifar.latent_shapes() == [(8, 8)]
+    imagenet = VQVAE2Config.from_preset("imagenet256-paper")
+    assert imagenet.latent_shapes() == [(32, 32), (64, 64)]
+    assert (imagenet.num_embeddings, imagenet.embedding_dim) == (512, 64)
+    assert VQVAE2Config.from_preset("ffhq1024-paper").latent_shapes() == [(32, 32), (64, 64), (128, 128)]
+    assert VQVAEConfig.from_preset("mnist", num_embeddings=256).num_embeddings == 256
+
+
+def _rosinality_layout(shared_dir):
+    lines = (shared_dir / "reference" / "rosinality_vqvae2_state_dict.txt").read_text().splitlines()
+    layout = {}
+    for line in lines:
+        key, rest = line.split(" ", 1)
+        shape = tuple(int(v) for v in rest.split(")")[0].strip("(").split(",") if v.strip())
+        layout[key] = shape
+    return layout
+
+
+ROSINALITY_PREFIXES = {
+    "enc_b.": "encoders.1.", "enc_t.": "encoders.0.", "quantize_conv_t.": "pre_quantizers.0.",
+    "quantize_conv_b.": "pre_quantizers.1.", "dec_t.": "condition_decoders.0.", "dec.": "decoder.",
+    "upsample_t.": "upsamplers.0_to_1.blocks.0.", "quantize_t.": "quantizers.0.", "quantize_b.": "quantizers.1.",
+}  # fmt: skip
+ROSINALITY_QUANTIZER = {"embed": ("codebook", True), "cluster_size": ("ema_cluster_size", False),
+                        "embed_avg": ("ema_embed_sum", True)}  # fmt: skip
+
+
+def test_rosinality_preset_has_every_tensor_of_the_reference_layout(shared_dir):
+    """Each key of rosinality's VQVAE() state dict maps to one of ours with the same (or transposed) shape."""
+    ours = {key: tuple(value.shape) for key, value in VQVAE2Model(VQVAE2Config.from_preset("rosinality-ffhq256")).state_dict().items()}
+    reference = _rosinality_layout(shared_dir)
+    assert len(reference) == 64
+    matched = set()
+    for key, shape in reference.items():
+        prefix = next(p for p in ROSINALITY_PREFIXES if key.startswith(p))
+        name = ROSINALITY_PREFIXES[prefix] + key[len(prefix):]
+        if prefix.startswith("quantize_") and not prefix.startswith("quantize_conv"):
+            field, transposed = ROSINALITY_QUANTIZER[key[len(prefix):]]
+            name, shape = ROSINALITY_PREFIXES[prefix] + field, shape[::-1] if transposed else shape
+        assert ours.get(name) == shape, f"{key} -> {name}: {ours.get(name)} != {shape}"
+        matched.add(name)
+    leftover = {key for key in ours if key not in matched}
+    assert leftover == {f"quantizers.{i}.{b}" for i in (0, 1) for b in ("ema_steps", "initialized")}
