@@ -1,0 +1,23 @@
+"""The benchmark script runs and writes the documented JSON keys (the speed targets themselves live in the
+benchmark's printed table, not in a timed test)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_quantizer_benchmark_quick_run_writes_the_json_keys(tmp_path):
+    out = tmp_path / "quantizer.json"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "quantizer.py"), "--quick", "--threads", "1", "--json", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    figures = json.loads(out.read_text())
+    for key in ("floor_ms", "floor_chunked_ms", "ours_grad_ms", "ours_ema_ms", "diffusers_ms", "vqp_ema_ms"):
+        assert isinstance(figures[key], float) and figures[key] > 0, key
+    assert figures["ours_ema_over_floor"] == figures["ours_ema_ms"] / figures["floor_ms"]
+    assert "ours_ema" in result.stdout and "vqp_ema" in result.stdout
