@@ -163,3 +163,22 @@ def test_rosinality_preset_has_every_tensor_of_the_reference_layout(shared_dir):
         matched.add(name)
     leftover = {key for key in ours if key not in matched}
     assert leftover == {f"quantizers.{i}.{b}" for i in (0, 1) for b in ("ema_steps", "initialized")}
+
+
+def test_bfloat16_autocast_keeps_the_quantizer_in_float32():
+    model = VQVAE2Model(tiny_vqvae2_config()).train()
+    pixels = torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        output = model(pixels)
+    assert output.reconstruction.dtype == torch.bfloat16
+    assert output.commitment_loss.dtype == torch.float32 and torch.isfinite(output.loss)
+    assert all(q.codebook.dtype == torch.float32 and q.ema_embed_sum.dtype == torch.float32 for q in model.quantizers)
+    output.loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.requires_grad)
+
+
+def test_a_model_cast_to_bfloat16_runs_end_to_end():
+    model = VQVAEModel(tiny_vqvae_config()).to(torch.bfloat16).train()
+    output = model(torch.rand(2, 3, 16, 16, dtype=torch.bfloat16) * 2 - 1)
+    assert output.reconstruction.dtype == torch.bfloat16 and torch.isfinite(output.loss)
+    assert torch.isfinite(model.quantizers[0].codebook).all()

@@ -150,7 +150,8 @@ class VectorQuantizer(nn.Module):
             output = self._losses_and_straight_through(flat, quantized)
 
         spatial = latents.shape[2:]
-        output.quantized = output.quantized.reshape(latents.shape[0], *spatial, -1).movedim(-1, 1)
+        # Back in the input's dtype (a no-op for float32; bf16 for a model cast to bf16), losses stay float32.
+        output.quantized = output.quantized.reshape(latents.shape[0], *spatial, -1).movedim(-1, 1).to(latents.dtype)
         output.indices = indices.reshape(latents.shape[0], *spatial)
         output.usage = usage
         output.perplexity = _perplexity(usage)
@@ -207,7 +208,7 @@ class VectorQuantizer(nn.Module):
     def _ema_update(self, flat: torch.Tensor, indices: torch.LongTensor, usage: torch.LongTensor) -> None:
         """Appendix A.1: N_i <- γ N_i + (1-γ) n_i ; m_i <- γ m_i + (1-γ) Σ_j z_ij ; e_i = m_i / N_i."""
         counts = usage.float()  # n_i, (K,)
-        embed_sum = torch.zeros_like(self.ema_embed_sum).index_add_(0, indices, flat)  # Σ_j z_ij, (K, D)
+        embed_sum = flat.new_zeros(self.ema_embed_sum.shape).index_add_(0, indices, flat)  # Σ_j z_ij, (K, D)
         if _is_distributed():
             stats = torch.cat([counts[:, None], embed_sum], dim=1)  # one all-reduce for both statistics
             dist.all_reduce(stats)
