@@ -139,7 +139,7 @@ class VQPreTrainedModel(PreTrainedModel):
         codes = self._check_codes(codes)
         return self.decode([quantizer.embed(level_codes) for quantizer, level_codes in zip(self.quantizers, codes)])
 
-    def forward(self, pixel_values: torch.FloatTensor, return_dict: bool = True, **kwargs) -> VQModelOutput:
+    def forward(self, pixel_values: torch.FloatTensor, return_dict: bool = True) -> VQModelOutput:
         encoded = self.encode(pixel_values)
         reconstruction = self.decode(encoded.quantized)
         reconstruction_loss = F.mse_loss(reconstruction.float(), pixel_values.float())
