@@ -117,6 +117,12 @@ def _load(args: DataArguments):
         return datasets.load_dataset(args.dataset_name, args.dataset_config, streaming=args.streaming)
     except (FileNotFoundError, datasets.exceptions.DatasetNotFoundError) as error:
         raise ValueError(f"could not load the dataset {args.train_data_dir or args.dataset_name}: {error}") from error
+    except ValueError as error:
+        if "corresponds to no data" in str(error):
+            raise ValueError(
+                f"a split of {args.train_data_dir or args.dataset_name} is empty ({error}); check the dataset and --train_split"
+            ) from error
+        raise
 
 
 def _hold_out(train, args: DataArguments, seed: int):

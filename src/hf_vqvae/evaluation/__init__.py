@@ -1,0 +1,19 @@
+"""Evaluation of the models over an iterable of batches `{"pixel_values": (B, C, H, W)}`: pure functions returning
+dicts of Python numbers (see each function's docstring for its keys and units), used by `scripts/evaluate.py` and
+the training loop."""
+
+from .metrics import BINARIZE_MODES, binarize, codebook_health, codebook_health_per_level, histogram_perplexity, psnr, to_jsonable
+from .vae import evaluate_vae
+from .vq import evaluate_vq
+
+__all__ = [
+    "BINARIZE_MODES",
+    "binarize",
+    "codebook_health",
+    "codebook_health_per_level",
+    "evaluate_vae",
+    "evaluate_vq",
+    "histogram_perplexity",
+    "psnr",
+    "to_jsonable",
+]

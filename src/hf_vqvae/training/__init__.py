@@ -1,0 +1,16 @@
+"""Small, tested pieces that scripts/train.py composes: arguments, model building, checkpoints, the loop."""
+
+from .arguments import ModelArguments, TrainArguments, parse_config_overrides
+from .checkpointing import TrainingState, find_checkpoint, list_checkpoints
+from .loop import NonFiniteLossError, train
+
+__all__ = [
+    "ModelArguments",
+    "NonFiniteLossError",
+    "TrainArguments",
+    "TrainingState",
+    "find_checkpoint",
+    "list_checkpoints",
+    "parse_config_overrides",
+    "train",
+]

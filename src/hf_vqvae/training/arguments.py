@@ -1,0 +1,115 @@
+"""Command-line arguments of scripts/train.py, as dataclasses for `HfArgumentParser`.
+
+Names follow diffusers' example training scripts where one exists there (output_dir, max_train_steps,
+train_batch_size, learning_rate, gradient_accumulation_steps, mixed_precision, report_to, checkpointing_steps,
+resume_from_checkpoint, seed ...). Any field of the model's config can also be set: `--num_embeddings 256`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from transformers import PreTrainedConfig
+
+MODEL_TYPES = ("vae", "vqvae", "vqvae2")
+
+
+@dataclass
+class ModelArguments:
+    """Which model to train, from a preset or from a saved model."""
+
+    model: str = field(default="vqvae", metadata={"help": f"Model family: one of {', '.join(MODEL_TYPES)}."})
+    preset: str | None = field(
+        default=None,
+        metadata={
+            "help": "Named architecture from the papers (hf_vqvae.list_presets()); default: mnist-paper (vae), "
+            "mnist (vqvae), imagenet256-paper (vqvae2). Not allowed with --init_from."
+        },
+    )
+    init_from: str | None = field(
+        default=None,
+        metadata={"help": "Fine-tune: a saved model folder or Hub id; its config gives the architecture."},
+    )
+    reset_dead_codes: bool = field(
+        default=False,
+        metadata={"help": "With --init_from: re-seed codes unused on the first batches of the new data before training."},
+    )
+
+
+@dataclass
+class TrainArguments:
+    """How to train: optimisation, schedule, precision, checkpoints and logging."""
+
+    output_dir: str | None = field(default=None, metadata={"help": "Where to write the run; default outputs/<model>-<preset>."})
+    max_train_steps: int | None = field(default=None, metadata={"help": "Optimizer steps; overrides --num_train_epochs."})
+    num_train_epochs: int = field(default=1, metadata={"help": "Passes over the training data (without --max_train_steps)."})
+    train_batch_size: int = field(default=64, metadata={"help": "Images per process per micro-batch."})
+    eval_batch_size: int = field(default=128, metadata={"help": "Images per batch when evaluating."})
+    learning_rate: float = field(default=2e-4, metadata={"help": "Peak learning rate of AdamW (VQ-VAE paper: 2e-4)."})
+    lr_warmup_steps: int = field(default=100, metadata={"help": "Linear warm-up steps before the cosine decay."})
+    adam_beta1: float = field(default=0.9, metadata={"help": "AdamW beta1."})
+    adam_beta2: float = field(default=0.999, metadata={"help": "AdamW beta2."})
+    adam_weight_decay: float = field(default=0.0, metadata={"help": "AdamW decoupled weight decay."})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm (0 disables)."})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-batches per optimizer step."})
+    mixed_precision: str = field(default="no", metadata={"help": "no, bf16 or fp16 (the quantizer stays in float32)."})
+    num_latent_samples: int | None = field(default=None, metadata={"help": "VAE: samples L per image in the ELBO."})
+    seed: int = field(default=0, metadata={"help": "Seed of the model init, data order and augmentations."})
+    report_to: str = field(default="tensorboard", metadata={"help": "Accelerate tracker: tensorboard, wandb, all or none."})
+    logging_steps: int = field(default=25, metadata={"help": "Log the loss and codebook health every N steps."})
+    image_logging_steps: int = field(default=0, metadata={"help": "Write a reconstruction grid every N steps (0: only at the end)."})
+    checkpointing_steps: int | None = field(default=None, metadata={"help": "Save a resumable checkpoint every N steps."})
+    checkpoints_total_limit: int | None = field(default=None, metadata={"help": "Keep at most this many checkpoints."})
+    resume_from_checkpoint: str | None = field(default=None, metadata={"help": "'latest' or a checkpoint folder to resume from."})
+    skip_nonfinite: bool = field(default=False, metadata={"help": "Skip steps with a NaN/Inf loss instead of stopping."})
+    record_example_ids: bool = field(default=False, metadata={"help": "Write the ids of the images each process saw (for tests)."})
+
+    def __post_init__(self):
+        if self.mixed_precision not in ("no", "bf16", "fp16"):
+            raise ValueError(f"--mixed_precision must be no, bf16 or fp16, got {self.mixed_precision!r}")
+        for name in ("train_batch_size", "eval_batch_size", "gradient_accumulation_steps", "num_train_epochs", "logging_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("max_train_steps", "checkpointing_steps", "checkpoints_total_limit"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"--{name} must be >= 1 (or unset), got {value}")
+        if self.learning_rate <= 0:
+            raise ValueError(f"--learning_rate must be > 0, got {self.learning_rate}")
+
+
+def parse_config_overrides(remaining: list[str], config_class) -> dict:
+    """`["--num_embeddings", "256", "--ema_decay", "null"]` -> {"num_embeddings": 256, "ema_decay": None}.
+
+    Values are read as JSON when they parse (numbers, true/false, null, lists), else as strings. Only fields of
+    `config_class` are accepted, so a typo is an error, not a silently ignored option.
+    """
+    # Fields every PreTrainedConfig has (dtype, id2label ...) are not architecture: not offered as overrides.
+    known = set(config_class.__dataclass_fields__) - set(PreTrainedConfig.__dataclass_fields__)
+    overrides, index = {}, 0
+    while index < len(remaining):
+        token = remaining[index]
+        if not token.startswith("--"):
+            raise ValueError(f"unexpected argument {token!r}; options look like --name value")
+        name, equals, value = token[2:].partition("=")
+        if not equals:
+            if index + 1 >= len(remaining):
+                raise ValueError(f"--{name} needs a value")
+            value, index = remaining[index + 1], index + 1
+        if name not in known:
+            raise ValueError(
+                f"unknown option --{name}: not a training option nor a field of {config_class.__name__} "
+                f"(its fields: {', '.join(sorted(known))})"
+            )
+        overrides[name] = _parse_value(value)
+        index += 1
+    return overrides
+
+
+def _parse_value(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+

@@ -1,0 +1,79 @@
+"""Building the model, the image processor, the optimizer and the schedule from the arguments."""
+
+from __future__ import annotations
+
+import torch
+from transformers import AutoModel, get_cosine_schedule_with_warmup
+
+from ..image_processing import VQImageProcessor
+from ..models.vae import VAEConfig, VAEModel
+from ..models.vqvae import VQVAE2Config, VQVAE2Model, VQVAEConfig, VQVAEModel
+from .arguments import MODEL_TYPES, ModelArguments
+
+MODEL_CLASSES = {"vae": (VAEConfig, VAEModel), "vqvae": (VQVAEConfig, VQVAEModel), "vqvae2": (VQVAE2Config, VQVAE2Model)}
+DEFAULT_PRESETS = {"vae": "mnist-paper", "vqvae": "mnist", "vqvae2": "imagenet256-paper"}
+
+
+def config_class_for(model_type: str):
+    if model_type not in MODEL_CLASSES:
+        raise ValueError(f"--model must be one of {', '.join(MODEL_TYPES)}, got {model_type!r}")
+    return MODEL_CLASSES[model_type][0]
+
+
+def build_model(args: ModelArguments, overrides: dict, resolution: int | None):
+    """A new model from `--preset` (+ overrides), or a saved one from `--init_from` (fine-tuning)."""
+    config_class, model_class = MODEL_CLASSES[args.model][0], MODEL_CLASSES[args.model][1]
+    if args.init_from is not None:
+        return _load_for_fine_tuning(args, overrides, resolution)
+    if args.reset_dead_codes:
+        raise ValueError("--reset_dead_codes re-seeds the codes of a saved model: use it with --init_from")
+    preset = args.preset or DEFAULT_PRESETS[args.model]
+    values = dict(overrides)
+    if resolution is not None:
+        values["image_size"] = resolution
+    return model_class(config_class.from_preset(preset, **values))
+
+
+def _load_for_fine_tuning(args: ModelArguments, overrides: dict, resolution: int | None):
+    if args.preset is not None:
+        raise ValueError(
+            f"--preset {args.preset} conflicts with --init_from {args.init_from}: the saved model's config gives the "
+            f"architecture; drop --preset"
+        )
+    if overrides:
+        raise ValueError(
+            f"config overrides ({', '.join('--' + k for k in overrides)}) cannot change a saved model's architecture; "
+            f"train from a preset instead, or drop them"
+        )
+    model = AutoModel.from_pretrained(args.init_from)
+    if model.config.model_type != args.model:
+        raise ValueError(f"{args.init_from} is a {model.config.model_type!r} model, not --model {args.model}")
+    if resolution is not None and args.model == "vae" and resolution != model.config.image_size:
+        raise ValueError(f"a VAE reads images of its config's size {model.config.image_size} only; drop --resolution")
+    if resolution is not None:
+        model.config.image_size = resolution  # the VQ models are fully convolutional
+    return model
+
+
+def build_processor(config) -> VQImageProcessor:
+    return VQImageProcessor.from_model_config(config)
+
+
+def build_optimizer(model, args) -> torch.optim.Optimizer:
+    # The EMA codebooks are not trained by the optimizer (requires_grad=False).
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.AdamW(
+        parameters,
+        lr=args.learning_rate,
+        betas=(args.adam_beta1, args.adam_beta2),
+        weight_decay=args.adam_weight_decay,
+    )
+
+
+def build_scheduler(optimizer, args, total_steps: int, num_processes: int):
+    # A prepared scheduler steps once per process per optimizer step (accelerate), so scale like diffusers does.
+    return get_cosine_schedule_with_warmup(
+        optimizer,
+        num_warmup_steps=min(args.lr_warmup_steps, total_steps) * num_processes,
+        num_training_steps=total_steps * num_processes,
+    )

@@ -1,0 +1,98 @@
+"""Resumable checkpoints that a crash cannot leave half-written.
+
+Every process writes `accelerator.save_state` into `checkpoints/.tmp-checkpoint-<step>/`; the main process then
+writes `training_state.json` (step, epoch, data position) last and renames the folder to `checkpoint-<step>`.
+A rename is atomic, so a process killed mid-save leaves only a `.tmp-*` folder, which resume ignores and the next
+save removes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+STATE_FILE = "training_state.json"
+
+
+@dataclass
+class TrainingState:
+    """Where training stands: optimizer steps done, and the data position of the next micro-batch."""
+
+    global_step: int = 0
+    epoch: int = 0
+    batches_in_epoch: int = 0  # micro-batches of `epoch` already consumed by this process
+
+
+def checkpoint_root(output_dir: str | os.PathLike) -> Path:
+    return Path(output_dir) / "checkpoints"
+
+
+def save_checkpoint(accelerator, output_dir, state: TrainingState, total_limit: int | None = None) -> Path:
+    """Save model, optimizer, scheduler and RNG states with the data position; returns the final folder."""
+    root = checkpoint_root(output_dir)
+    final = root / f"checkpoint-{state.global_step}"
+    temporary = root / f".tmp-checkpoint-{state.global_step}"
+    if accelerator.is_main_process:
+        root.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temporaries(root)
+        if final.exists():  # the same step saved again (e.g. after a resume): replace it
+            shutil.rmtree(final)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(temporary), safe_serialization=True)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        (temporary / STATE_FILE).write_text(json.dumps(asdict(state), indent=2))
+        os.replace(temporary, final)
+        _rotate(root, total_limit)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def find_checkpoint(output_dir, which: str) -> Path:
+    """'latest' -> the newest complete checkpoint of `output_dir`; otherwise `which` is a checkpoint folder."""
+    if which != "latest":
+        path = Path(which)
+        if not (path / STATE_FILE).is_file():
+            raise ValueError(f"{path} is not a complete checkpoint (no {STATE_FILE}); pass 'latest' or another folder")
+        return path
+    complete = list_checkpoints(checkpoint_root(output_dir))
+    if not complete:
+        raise ValueError(f"--resume_from_checkpoint latest: no complete checkpoint in {checkpoint_root(output_dir)}")
+    return complete[-1]
+
+
+def load_checkpoint(accelerator, path: Path) -> TrainingState:
+    accelerator.load_state(str(path))
+    state = TrainingState(**json.loads((path / STATE_FILE).read_text()))
+    # accelerate numbers later save_state folders from this iteration (needed after load_state)
+    accelerator.project_configuration.iteration = state.global_step
+    return state
+
+
+def list_checkpoints(root: Path) -> list[Path]:
+    """Complete checkpoints, oldest first."""
+    if not root.is_dir():
+        return []
+    found = []
+    for path in root.iterdir():
+        match = _CHECKPOINT.match(path.name)
+        if match and (path / STATE_FILE).is_file():
+            found.append((int(match.group(1)), path))
+    return [path for _, path in sorted(found)]
+
+
+def _rotate(root: Path, total_limit: int | None) -> None:
+    if total_limit is None:
+        return
+    for path in list_checkpoints(root)[:-total_limit]:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _remove_stale_temporaries(root: Path) -> None:
+    for path in root.glob(".tmp-checkpoint-*"):
+        shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,273 @@
+"""The training loop that scripts/train.py runs: Accelerate, resumable, on any dataset the data module reads."""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import ProjectConfiguration, set_seed
+from datasets import Dataset
+from tqdm.auto import tqdm
+
+from ..data import BatchStats, DataArguments, ImageTransform, batches_for_rank, load_image_splits
+from ..evaluation import codebook_health, evaluate_vae, evaluate_vq, to_jsonable
+from .arguments import ModelArguments, TrainArguments
+from .artifacts import reconstruction_grid, sample_grid, write_metrics, write_model_card
+from .builders import DEFAULT_PRESETS, build_model, build_optimizer, build_processor, build_scheduler
+from .checkpointing import TrainingState, find_checkpoint, load_checkpoint, save_checkpoint
+
+logger = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or Inf; nothing is saved from that step on."""
+
+
+def train(model_args: ModelArguments, data_args: DataArguments, args: TrainArguments, overrides: dict) -> dict:
+    """Train, then write the model folder, grids and metrics.json to `args.output_dir`; returns the metrics."""
+    output_dir = Path(args.output_dir or f"outputs/{model_args.model}-{model_args.preset or DEFAULT_PRESETS[model_args.model]}")
+    accelerator = _make_accelerator(args, output_dir)
+    set_seed(args.seed)
+    model = build_model(model_args, overrides, data_args.resolution)
+    processor = build_processor(model.config)
+    splits = load_image_splits(data_args, seed=args.seed)
+    transform = ImageTransform(model.config.image_size, model.config.num_channels, processor.value_range,
+                               data_args.center_crop, data_args.random_flip)  # fmt: skip
+    total_steps = _total_steps(args, splits.train, accelerator.num_processes)
+    optimizer = build_optimizer(model, args)
+    scheduler = build_scheduler(optimizer, args, total_steps, accelerator.num_processes)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    state = TrainingState()
+    if args.resume_from_checkpoint:
+        state = load_checkpoint(accelerator, find_checkpoint(output_dir, args.resume_from_checkpoint))
+        logger.info("resumed at step %d (epoch %d, batch %d)", state.global_step, state.epoch, state.batches_in_epoch)
+    run = _Run(accelerator, model, optimizer, scheduler, args, state, total_steps, output_dir)
+    if model_args.reset_dead_codes:
+        _reset_dead_codes(run, splits, transform, data_args)
+    accelerator.init_trackers("hf_vqvae", config=_tracker_config(model_args, data_args, args))
+    start = time.time()
+    run.fit(splits, transform, data_args)
+    return _finish(run, processor, splits, transform, data_args, model_args, time.time() - start)
+
+
+def _make_accelerator(args: TrainArguments, output_dir: Path) -> Accelerator:
+    project = ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs"))
+    return Accelerator(
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        mixed_precision=args.mixed_precision,
+        log_with=None if args.report_to == "none" else args.report_to,
+        project_config=project,
+    )
+
+
+def _total_steps(args: TrainArguments, train, num_processes: int) -> int:
+    if args.max_train_steps is not None:
+        return args.max_train_steps
+    if not isinstance(train, Dataset):
+        raise ValueError("a streamed dataset has no length: pass --max_train_steps")
+    per_process = train.num_rows // num_processes // args.train_batch_size
+    steps = per_process // args.gradient_accumulation_steps * args.num_train_epochs
+    if steps < 1:
+        raise ValueError(
+            f"{train.num_rows} training images give no full step of batch {args.train_batch_size} x "
+            f"{num_processes} process(es) x {args.gradient_accumulation_steps} accumulation; lower --train_batch_size"
+        )
+    return steps
+
+
+class _Run:
+    """The state of one training run and its step logic (kept apart from building things)."""
+
+    def __init__(self, accelerator, model, optimizer, scheduler, args, state, total_steps, output_dir):
+        self.accelerator, self.model, self.optimizer, self.scheduler = accelerator, model, optimizer, scheduler
+        self.args, self.state, self.total_steps, self.output_dir = args, state, total_steps, output_dir
+        self.stats = BatchStats()
+        self.usage_window = None  # (num_levels, K) code counts since the last log
+        self.loss_window: list[float] = []
+        self.seen_ids: list[str] = []
+        self.images_since_log, self.time_of_log = 0, time.time()
+
+    @property
+    def unwrapped(self):
+        return self.accelerator.unwrap_model(self.model)
+
+    def fit(self, splits, transform, data_args: DataArguments) -> None:
+        bar = tqdm(total=self.total_steps, initial=self.state.global_step, desc="steps",
+                   disable=not self.accelerator.is_local_main_process)  # fmt: skip
+        self.model.train()
+        while self.state.global_step < self.total_steps:
+            for batch in self._epoch_batches(splits, transform, data_args):
+                if self._micro_step(batch):
+                    bar.update(1)
+                    self._after_step(bar, splits)
+                    if self.state.global_step >= self.total_steps:
+                        break
+            else:  # the epoch ran out before the last step
+                self.state.epoch, self.state.batches_in_epoch = self.state.epoch + 1, 0
+        bar.close()
+
+    def _epoch_batches(self, splits, transform, data_args: DataArguments):
+        return batches_for_rank(
+            splits.train, splits.image_column, transform,
+            batch_size=self.args.train_batch_size, seed=self.args.seed, epoch=self.state.epoch,
+            rank=self.accelerator.process_index, world_size=self.accelerator.num_processes,
+            start_batch=self.state.batches_in_epoch, shuffle_buffer_size=data_args.shuffle_buffer_size,
+            stats=self.stats, with_ids=self.args.record_example_ids,
+        )  # fmt: skip
+
+    def _micro_step(self, batch: dict) -> bool:
+        """One micro-batch; returns True when it completed an optimizer step."""
+        if self.args.record_example_ids:
+            self.seen_ids.extend(batch["example_ids"])
+        pixel_values = batch["pixel_values"].to(self.accelerator.device)
+        with self.accelerator.accumulate(self.model):
+            output = self._forward(pixel_values)
+            if self._loss_is_finite(output.loss):
+                self.accelerator.backward(output.loss)
+                if self.accelerator.sync_gradients and self.args.max_grad_norm > 0:
+                    self.accelerator.clip_grad_norm_(self.model.parameters(), self.args.max_grad_norm)
+                self.optimizer.step()
+                self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        self.state.batches_in_epoch += 1
+        self._record(output, pixel_values.shape[0])
+        if self.accelerator.sync_gradients:
+            self.state.global_step += 1
+            return True
+        return False
+
+    def _forward(self, pixel_values: torch.Tensor):
+        if self.unwrapped.config.model_type == "vae":
+            return self.model(pixel_values, num_latent_samples=self.args.num_latent_samples)
+        return self.model(pixel_values)
+
+    def _loss_is_finite(self, loss: torch.Tensor) -> bool:
+        finite = torch.isfinite(loss.detach()).float().reshape(1)
+        if self.accelerator.num_processes > 1:
+            finite = self.accelerator.gather(finite).min().reshape(1)  # every process takes the same decision
+        if bool(finite.item()):
+            return True
+        step = self.state.global_step + 1
+        if self.args.skip_nonfinite:
+            logger.warning("non-finite loss at step %d: step skipped (--skip_nonfinite)", step)
+            return False
+        raise NonFiniteLossError(
+            f"the loss is {loss.item()} at step {step}; stopping without saving. Lower --learning_rate, check the "
+            f"data for broken images, or pass --skip_nonfinite to skip such steps"
+        )
+
+    def _record(self, output, batch_size: int) -> None:
+        self.loss_window.append(float(output.loss.detach()))
+        self.images_since_log += batch_size
+        usage = getattr(output, "usage", None)
+        if usage is not None:
+            usage = usage.detach().cpu()
+            self.usage_window = usage if self.usage_window is None else self.usage_window + usage
+
+    def _after_step(self, bar, splits) -> None:
+        step = self.state.global_step
+        if step % self.args.logging_steps == 0 or step == self.total_steps:
+            self._log(bar)
+        if self.args.checkpointing_steps and step % self.args.checkpointing_steps == 0:
+            save_checkpoint(self.accelerator, self.output_dir, self.state, self.args.checkpoints_total_limit)
+
+    def _log(self, bar) -> None:
+        elapsed = max(time.time() - self.time_of_log, 1e-9)
+        logs = {
+            "loss": sum(self.loss_window) / max(len(self.loss_window), 1),
+            "lr": self.scheduler.get_last_lr()[0],
+            "images_per_s": self.images_since_log * self.accelerator.num_processes / elapsed,
+            "skipped_images": self.stats.skipped,
+        }
+        if self.usage_window is not None:
+            for level, health in enumerate(codebook_health(self.usage_window)):
+                logs.update({f"codebook/level{level}/{key}": value for key, value in health.items()})
+        bar.set_postfix(loss=f"{logs['loss']:.4f}", img_s=f"{logs['images_per_s']:.0f}")
+        self.accelerator.log(to_jsonable(logs), step=self.state.global_step)
+        self.loss_window, self.usage_window = [], None
+        self.images_since_log, self.time_of_log = 0, time.time()
+
+
+def _reset_dead_codes(run: _Run, splits, transform, data_args: DataArguments) -> None:
+    """Fine-tuning: re-seed codes that the new data never picks (on a few batches) from its encoder outputs."""
+    model = run.unwrapped
+    quantizers = getattr(model, "quantizers", None)
+    if quantizers is None:
+        raise ValueError("--reset_dead_codes applies to VQ models; a VAE has no codebook")
+    batches = batches_for_rank(splits.train, splits.image_column, transform, batch_size=run.args.train_batch_size,
+                               seed=run.args.seed, epoch=0, shuffle=False, drop_last=False)  # fmt: skip
+    model.eval()
+    with torch.no_grad():
+        for _, batch in zip(range(4), batches):
+            encoded = model.encode(batch["pixel_values"].to(run.accelerator.device))
+            for quantizer, quantized, codes in zip(quantizers, encoded.quantized, encoded.codes):
+                used = torch.bincount(codes.flatten(), minlength=quantizer.num_embeddings) > 0
+                dead = (~used).nonzero().squeeze(1)
+                if dead.numel():
+                    flat = quantized.movedim(1, -1).reshape(-1, quantizer.embedding_dim)
+                    quantizer._set_codes(dead, flat[torch.randint(0, flat.shape[0], (dead.numel(),))].float())
+            break  # one batch of the new data decides
+    model.train()
+
+
+def _finish(run: _Run, processor, splits, transform, data_args, model_args, wall_time: float) -> dict:
+    accelerator, model = run.accelerator, run.unwrapped
+    accelerator.wait_for_everyone()
+    if run.args.record_example_ids:
+        path = run.output_dir / f"example_ids_rank{accelerator.process_index}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(run.seen_ids))
+    metrics = {}
+    if accelerator.is_main_process:
+        metrics = _evaluate(model, splits, transform, run.args)
+        metrics.update(skipped_images=run.stats.skipped, train_steps=run.state.global_step)
+        _write_outputs(run, model, processor, splits, transform, metrics, data_args, wall_time)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return metrics
+
+
+def _eval_batches(splits, transform, batch_size: int, seed: int):
+    return batches_for_rank(splits.eval, splits.image_column, transform, batch_size=batch_size, seed=seed, epoch=0,
+                            shuffle=False, drop_last=False)  # fmt: skip
+
+
+def _evaluate(model, splits, transform, args: TrainArguments) -> dict:
+    batches = _eval_batches(splits, transform, args.eval_batch_size, args.seed)
+    moved = ({"pixel_values": b["pixel_values"].to(model.device)} for b in batches)
+    if model.config.model_type == "vae":
+        return to_jsonable(evaluate_vae(model, moved))
+    return to_jsonable(evaluate_vq(model, moved))
+
+
+def _write_outputs(run: _Run, model, processor, splits, transform, metrics, data_args, wall_time) -> None:
+    output_dir = run.output_dir
+    output_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(output_dir)
+    processor.save_pretrained(output_dir)
+    first = next(iter(_eval_batches(splits, transform, 8, run.args.seed)))["pixel_values"].to(model.device)
+    reconstruction_grid(model, processor, first).save(output_dir / "reconstructions.png")
+    if model.config.model_type == "vae":
+        sample_grid(model, processor, seed=run.args.seed).save(output_dir / "samples.png")
+    write_metrics(output_dir, metrics)
+    training = dict(
+        dataset=splits.source, steps=run.state.global_step, batch_size=run.args.train_batch_size,
+        processes=run.accelerator.num_processes, wall_time_s=wall_time,
+        hardware=f"{run.accelerator.device.type} ({platform.processor() or platform.machine()})",
+    )  # fmt: skip
+    write_model_card(output_dir, model, metrics, training)
+    logger.info("wrote %s", output_dir)
+
+
+def _tracker_config(model_args, data_args, args) -> dict:
+    flat = {**asdict(model_args), **asdict(data_args), **asdict(args)}
+    return {key: value for key, value in flat.items() if isinstance(value, (int, float, str, bool))}
+
+
+__all__ = ["NonFiniteLossError", "train"]
