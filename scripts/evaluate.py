@@ -22,7 +22,14 @@ import torch
 from transformers import AutoModel
 
 import hf_vqvae  # noqa: F401  (registers the models with the Auto classes before AutoModel is used)
-from hf_vqvae.data import DEFAULT_DATASET, BatchStats, DataArguments, ImageTransform, batches_for_rank, load_image_splits
+from hf_vqvae.data import (
+    DEFAULT_DATASET,
+    BatchStats,
+    DataArguments,
+    ImageTransform,
+    batches_for_rank,
+    load_image_splits,
+)
 from hf_vqvae.evaluation import BINARIZE_MODES, evaluate_vae, evaluate_vq, to_jsonable
 
 VQ_MODEL_TYPES = ("vqvae", "vqvae2")
@@ -40,17 +47,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     data.add_argument("--dataset_config", default=None, help="The dataset's configuration name, if any.")
     data.add_argument("--eval_split", default=None, help="Split to evaluate; default: test/validation, else held out.")
     data.add_argument("--image_column", default=None, help="Column holding the images (detected when unique).")
-    data.add_argument("--train_data_dir", default=None, help="A folder of images (imagefolder); replaces --dataset_name.")
+    data.add_argument("--train_data_dir", default=None, help="An imagefolder; replaces --dataset_name.")
     data.add_argument("--streaming", action="store_true", help="Stream the dataset instead of downloading it first.")
-    data.add_argument("--eval_fraction", type=float, default=0.1, help="Held-out fraction when there is no eval split (as in training).")
-    data.add_argument("--max_eval_samples", type=int, default=None, help="Evaluate at most this many images (default: all).")
+    data.add_argument("--eval_fraction", type=float, default=0.1, help="Held-out fraction without an eval split.")
+    data.add_argument("--max_eval_samples", type=int, default=None, help="Evaluate at most this many images (all).")
     run = parser.add_argument_group("evaluation")
     run.add_argument("--batch_size", type=int, default=64, help="Images per batch.")
-    run.add_argument("--num_samples", type=int, default=0, help="VAE: importance samples per image for log p(x) (0: skip).")
-    run.add_argument("--binarize", default="none", choices=BINARIZE_MODES, help="VAE with a Bernoulli decoder: binarise the images.")
-    run.add_argument("--seed", type=int, default=0, help="Seed of the held-out split (use the training run's) and of every random draw.")
+    run.add_argument("--num_samples", type=int, default=0, help="VAE: importance samples per image (0: no NLL).")
+    run.add_argument("--binarize", default="none", choices=BINARIZE_MODES, help="VAE, Bernoulli decoder only.")
+    run.add_argument("--seed", type=int, default=0, help="Seed of the held-out split (the training run's) and draws.")
     run.add_argument("--device", default=None, help="Device to run on (default: cuda when available, else cpu).")
-    run.add_argument("--output_json", default=None, help=f"Where to write the metrics (default: MODEL/{DEFAULT_JSON_NAME}).")
+    run.add_argument("--output_json", default=None, help=f"JSON path (default: MODEL/{DEFAULT_JSON_NAME}).")
     args = parser.parse_args(argv)
     _check_args(parser, args)
     return args
@@ -68,7 +75,7 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
     if _looks_like_local_path(args.model):
         parser.error(f"model folder {args.model} does not exist")
     if args.output_json is None:
-        parser.error(f"MODEL {args.model!r} is not a local folder (it is read as a Hub id), so --output_json is required")
+        parser.error(f"MODEL {args.model!r} is not a local folder (read as a Hub id), so --output_json is required")
 
 
 def _looks_like_local_path(name: str) -> bool:
@@ -108,7 +115,9 @@ def load_model(name: str):
     try:
         return AutoModel.from_pretrained(name)
     except OSError as error:
-        raise ValueError(f"could not load the model {name!r}: not a local folder, and not found on the Hub ({error})") from error
+        raise ValueError(
+            f"could not load the model {name!r}: not a local folder, and not found on the Hub ({error})"
+        ) from error
 
 
 def eval_batches(args: argparse.Namespace, config):
@@ -143,9 +152,10 @@ def run_evaluation(model, batches, args: argparse.Namespace, device: torch.devic
         return to_jsonable(evaluate_vq(model, batches))
     if model_type == "vae":
         generator = torch.Generator(device=device).manual_seed(args.seed)
-        metrics = evaluate_vae(model, batches, num_samples=args.num_samples, generator=generator, binarize=args.binarize)
+        metrics = evaluate_vae(model, batches, args.num_samples, generator=generator, binarize=args.binarize)
         return to_jsonable(metrics)
-    raise ValueError(f"cannot evaluate a model of type {model_type!r}; expected one of: vae, {', '.join(VQ_MODEL_TYPES)}")
+    known = ", ".join(("vae", *VQ_MODEL_TYPES))
+    raise ValueError(f"cannot evaluate a model of type {model_type!r}; expected one of: {known}")
 
 
 def output_json_path(args: argparse.Namespace) -> str:

@@ -2,7 +2,15 @@
 dicts of Python numbers (see each function's docstring for its keys and units), used by `scripts/evaluate.py` and
 the training loop."""
 
-from .metrics import BINARIZE_MODES, binarize, codebook_health, codebook_health_per_level, histogram_perplexity, psnr, to_jsonable
+from .metrics import (
+    BINARIZE_MODES,
+    binarize,
+    codebook_health,
+    codebook_health_per_level,
+    histogram_perplexity,
+    psnr,
+    to_jsonable,
+)
 from .vae import evaluate_vae
 from .vq import evaluate_vq
 

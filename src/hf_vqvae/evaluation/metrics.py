@@ -53,7 +53,8 @@ def codebook_health_per_level(usage_window: torch.Tensor) -> list[dict]:
     levels = []
     for counts in _check_usage(usage_window):
         used = int((counts > 0).sum())
-        levels.append({"usage": used / counts.numel(), "dead_codes": counts.numel() - used, "perplexity": histogram_perplexity(counts)})
+        health = {"usage": used / counts.numel(), "dead_codes": counts.numel() - used}
+        levels.append({**health, "perplexity": histogram_perplexity(counts)})
     return levels
 
 
@@ -160,7 +161,8 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
 
 def pixel_batches(batches: Iterable, max_batches: int | None) -> Iterator[torch.Tensor]:
     """The `pixel_values` `(B, C, H, W)` of each batch, at most `max_batches` of them; errors when there is none."""
-    if max_batches is not None and (isinstance(max_batches, bool) or not isinstance(max_batches, int) or max_batches < 1):
+    bad = isinstance(max_batches, bool) or not isinstance(max_batches, int) or max_batches < 1
+    if max_batches is not None and bad:
         raise ValueError(f"max_batches must be an integer >= 1 or None, got {max_batches!r}")
     seen = 0
     for batch in batches:

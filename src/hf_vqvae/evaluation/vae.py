@@ -61,7 +61,7 @@ def evaluate_vae(
             sums["reconstruction_log_likelihood"] += float(output.reconstruction_log_likelihood.double().sum())
             sums["squared_error"] += squared_error_sum(output.reconstruction, pixels)
             if num_samples > 0:
-                log_px = model.log_likelihood(pixels, num_samples=num_samples, chunk_size=chunk_size, generator=generator)
+                log_px = model.log_likelihood(pixels, num_samples, chunk_size=chunk_size, generator=generator)  # (B,)
                 sums["nll"] -= float(log_px.double().sum())
             num_images += pixels.shape[0]
             num_dims = pixels[0].numel()
@@ -91,7 +91,9 @@ def _vae_metrics(sums: dict, num_images: int, num_dims: int, num_samples: int, m
 
 def _check_vae_args(model, num_samples, mode: str) -> None:
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 0:
-        raise ValueError(f"num_samples must be an integer >= 0 (0 skips the importance-sampled NLL), got {num_samples!r}")
+        raise ValueError(
+            f"num_samples must be an integer >= 0 (0 skips the importance-sampled NLL), got {num_samples!r}"
+        )
     if mode not in BINARIZE_MODES:
         raise ValueError(f"unknown binarize mode {mode!r}; choose one of: {', '.join(BINARIZE_MODES)}")
     distribution = model.config.decoder_distribution
