@@ -185,9 +185,8 @@ class _Run:
             "images_per_s": self.images_since_log * self.accelerator.num_processes / elapsed,
             "skipped_images": self.stats.skipped,
         }
-        if self.usage_window is not None:
-            for level, health in enumerate(codebook_health(self.usage_window)):
-                logs.update({f"codebook/level{level}/{key}": value for key, value in health.items()})
+        if self.usage_window is not None:  # per level: fraction of codes used in the window, dead codes, perplexity
+            logs.update(codebook_health(self.usage_window))
         bar.set_postfix(loss=f"{logs['loss']:.4f}", img_s=f"{logs['images_per_s']:.0f}")
         self.accelerator.log(to_jsonable(logs), step=self.state.global_step)
         self.loss_window, self.usage_window = [], None

@@ -1,0 +1,143 @@
+"""scripts/train.py and hf_vqvae.training: outputs, exact resume, crash safety, fine-tuning, non-finite losses."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+import train as train_script  # noqa: E402
+
+from hf_vqvae.training import NonFiniteLossError, list_checkpoints  # noqa: E402
+from hf_vqvae.training.checkpointing import checkpoint_root  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_VQ = ["--model", "vqvae", "--preset", "mnist", "--resolution", "8", "--num_downsamples", "1",
+           "--hidden_channels", "16", "--residual_channels", "8", "--num_embeddings", "32", "--embedding_dim", "4",
+           "--train_batch_size", "16", "--report_to", "none", "--logging_steps", "2", "--lr_warmup_steps", "2"]  # fmt: skip
+
+
+def run_train(output_dir, *extra):
+    return train_script.main(train_script.parse_args([*TINY_VQ, "--output_dir", str(output_dir), *extra]))
+
+
+def weights(folder) -> dict:
+    return load_file(Path(folder) / "model.safetensors")
+
+
+def test_a_run_writes_the_model_folder_grid_metrics_and_card(tmp_path):
+    metrics = run_train(tmp_path, "--max_train_steps", "4")
+    for name in ("config.json", "model.safetensors", "preprocessor_config.json", "README.md", "reconstructions.png",
+                 "metrics.json"):  # fmt: skip
+        assert (tmp_path / name).is_file(), name
+    written = json.loads((tmp_path / "metrics.json").read_text())
+    assert written == metrics and written["train_steps"] == 4
+    assert 0 <= written["codebook_usage_level_0"] <= 1 and written["mse"] > 0
+    card = (tmp_path / "README.md").read_text()
+    assert "library_name: hf_vqvae" in card and f"{written['mse']:.5g}" in card
+    from transformers import AutoModel
+
+    model = AutoModel.from_pretrained(tmp_path)
+    assert model.config.num_embeddings == 32 and model.config.image_size == 8
+    grid = Image.open(tmp_path / "reconstructions.png")
+    assert grid.size[1] == 2 * 8 + 3 * 2  # two rows of 8x8 images with padding
+
+
+def test_resume_continues_exactly_where_it_stopped(tmp_path):
+    straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
+    run_train(straight, "--max_train_steps", "8")
+    run_train(interrupted, "--max_train_steps", "8", "--checkpointing_steps", "4", "--checkpoints_total_limit", "1")
+    assert [p.name for p in list_checkpoints(checkpoint_root(interrupted))] == ["checkpoint-8"]
+    for path in interrupted.glob("model.safetensors"):
+        path.unlink()
+    # Resume from step 4 as if the run had stopped there: the checkpoint holds optimizer, scheduler, RNG, data position.
+    run_train(tmp_path / "half", "--max_train_steps", "8", "--checkpointing_steps", "4")
+    half = tmp_path / "half"
+    (checkpoint_root(half) / "checkpoint-8").rename(checkpoint_root(half) / ".tmp-checkpoint-8")  # as if killed mid-save
+    (half / "model.safetensors").unlink()
+    run_train(half, "--max_train_steps", "8", "--resume_from_checkpoint", "latest")
+    expected, got = weights(straight), weights(half)
+    for key in expected:
+        assert torch.allclose(expected[key].float(), got[key].float(), atol=1e-6), key
+
+
+def test_non_finite_loss_stops_naming_the_step_and_saves_nothing(tmp_path, monkeypatch):
+    from hf_vqvae.training import loop
+
+    original = loop._Run._forward
+    calls = {"n": 0}
+
+    def forward_with_nan(self, pixel_values):
+        calls["n"] += 1
+        output = original(self, pixel_values)
+        if calls["n"] == 3:
+            output.loss = output.loss * float("nan")
+        return output
+
+    monkeypatch.setattr(loop._Run, "_forward", forward_with_nan)
+    with pytest.raises(NonFiniteLossError, match="at step 3"):
+        run_train(tmp_path / "stop", "--max_train_steps", "5")
+    assert not (tmp_path / "stop" / "model.safetensors").exists()
+    calls["n"] = 0
+    metrics = run_train(tmp_path / "skip", "--max_train_steps", "5", "--skip_nonfinite")
+    assert metrics["train_steps"] == 5
+    assert all(torch.isfinite(t.float()).all() for t in weights(tmp_path / "skip").values())
+
+
+def _write_imagefolder(folder: Path, count: int) -> Path:
+    rng = np.random.default_rng(0)
+    for index in range(count):
+        kind = "a" if index % 2 else "b"
+        (folder / kind).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (12, 12), dtype=np.uint8)).save(folder / kind / f"{index}.png")
+    return folder
+
+
+def test_fine_tune_a_saved_model_on_an_imagefolder(tmp_path):
+    run_train(tmp_path / "base", "--max_train_steps", "2")
+    images = _write_imagefolder(tmp_path / "images", 40)
+    common = ["--model", "vqvae", "--init_from", str(tmp_path / "base"), "--train_data_dir", str(images),
+              "--resolution", "8", "--train_batch_size", "8", "--report_to", "none", "--lr_warmup_steps", "1"]  # fmt: skip
+    base = weights(tmp_path / "base")
+    metrics = train_script.main(train_script.parse_args(
+        [*common, "--max_train_steps", "3", "--reset_dead_codes", "--output_dir", str(tmp_path / "tuned")]))
+    tuned = weights(tmp_path / "tuned")
+    assert metrics["train_steps"] == 3 and set(tuned) == set(base)
+    assert not torch.equal(tuned["decoder.blocks.0.weight"], base["decoder.blocks.0.weight"])
+    with pytest.raises(ValueError, match="--preset mnist conflicts with --init_from"):
+        train_script.main(train_script.parse_args([*common, "--preset", "mnist", "--output_dir", str(tmp_path / "x")]))
+
+
+def test_unknown_option_is_an_error_naming_it(capsys):
+    with pytest.raises(SystemExit):
+        train_script.parse_args(["--model", "vqvae", "--num_embedings", "3"])
+    assert "unknown option --num_embedings" in capsys.readouterr().err
+
+
+def test_killed_run_resumes_from_its_last_complete_checkpoint(tmp_path):
+    command = [sys.executable, str(ROOT / "scripts" / "train.py"), *TINY_VQ, "--output_dir", str(tmp_path),
+               "--max_train_steps", "400", "--checkpointing_steps", "3", "--logging_steps", "50"]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    try:
+        while len(list_checkpoints(checkpoint_root(tmp_path))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)  # polling for a file, not timing anything
+        assert list_checkpoints(checkpoint_root(tmp_path)), "no checkpoint within two minutes"
+    finally:
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+    assert not (tmp_path / "model.safetensors").exists(), "the run was killed before finishing"
+    last = list_checkpoints(checkpoint_root(tmp_path))[-1]
+    metrics = run_train(tmp_path, "--max_train_steps", "400", "--checkpointing_steps", "100",
+                        "--resume_from_checkpoint", "latest")  # fmt: skip
+    assert metrics["train_steps"] == 400 and (tmp_path / "model.safetensors").is_file()
+    assert int(last.name.split("-")[1]) % 3 == 0
