@@ -63,7 +63,10 @@ class TrainArguments:
     checkpoints_total_limit: int | None = field(default=None, metadata={"help": "Keep at most this many checkpoints."})
     resume_from_checkpoint: str | None = field(default=None, metadata={"help": "'latest' or a checkpoint folder to resume from."})
     skip_nonfinite: bool = field(default=False, metadata={"help": "Skip steps with a NaN/Inf loss instead of stopping."})
-    record_example_ids: bool = field(default=False, metadata={"help": "Write the ids of the images each process saw (for tests)."})
+    debug_rank_outputs: bool = field(
+        default=False,
+        metadata={"help": "Each process writes the ids of the images it saw and its final weights (for tests)."},
+    )
 
     def __post_init__(self):
         if self.mixed_precision not in ("no", "bf16", "fp16"):

@@ -13,6 +13,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import ProjectConfiguration, set_seed
 from datasets import Dataset
+from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from ..data import BatchStats, DataArguments, ImageTransform, batches_for_rank, load_image_splits
@@ -118,12 +119,12 @@ class _Run:
             batch_size=self.args.train_batch_size, seed=self.args.seed, epoch=self.state.epoch,
             rank=self.accelerator.process_index, world_size=self.accelerator.num_processes,
             start_batch=self.state.batches_in_epoch, shuffle_buffer_size=data_args.shuffle_buffer_size,
-            stats=self.stats, with_ids=self.args.record_example_ids,
+            stats=self.stats, with_ids=self.args.debug_rank_outputs,
         )  # fmt: skip
 
     def _micro_step(self, batch: dict) -> bool:
         """One micro-batch; returns True when it completed an optimizer step."""
-        if self.args.record_example_ids:
+        if self.args.debug_rank_outputs:
             self.seen_ids.extend(batch["example_ids"])
         pixel_values = batch["pixel_values"].to(self.accelerator.device)
         with self.accelerator.accumulate(self.model):
@@ -218,10 +219,8 @@ def _reset_dead_codes(run: _Run, splits, transform, data_args: DataArguments) ->
 def _finish(run: _Run, processor, splits, transform, data_args, model_args, wall_time: float) -> dict:
     accelerator, model = run.accelerator, run.unwrapped
     accelerator.wait_for_everyone()
-    if run.args.record_example_ids:
-        path = run.output_dir / f"example_ids_rank{accelerator.process_index}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(run.seen_ids))
+    if run.args.debug_rank_outputs:
+        _write_rank_outputs(run, model)
     metrics = {}
     if accelerator.is_main_process:
         metrics = _evaluate(model, splits, transform, run.args)
@@ -230,6 +229,14 @@ def _finish(run: _Run, processor, splits, transform, data_args, model_args, wall
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return metrics
+
+
+def _write_rank_outputs(run: _Run, model) -> None:
+    rank = run.accelerator.process_index
+    run.output_dir.mkdir(parents=True, exist_ok=True)
+    (run.output_dir / f"example_ids_rank{rank}.json").write_text(json.dumps(run.seen_ids))
+    state = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
+    save_file(state, run.output_dir / f"weights_rank{rank}.safetensors")
 
 
 def _eval_batches(splits, transform, batch_size: int, seed: int):
