@@ -7,7 +7,13 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?= -n 2
 
-.PHONY: install test bench clean
+# The main job: offline (scikit-learn's bundled 8x8 digits), a small VQ-VAE, a few minutes on a 2-core CPU.
+TRAIN_ARGS ?= --model vqvae --preset mnist --max_train_steps 1000 --kmeans_init true --dead_code_threshold 50 \
+	--checkpointing_steps 500 --checkpoints_total_limit 1 \
+	--output_dir outputs/vqvae-digits
+LAUNCH := $(BIN)/accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no
+
+.PHONY: install train test bench clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,6 +24,9 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed
 
+train: install
+	$(LAUNCH) scripts/train.py $(TRAIN_ARGS)
+
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
@@ -25,4 +34,4 @@ bench: install
 	$(BIN)/python benchmarks/quantizer.py
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info .pytest_cache
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache outputs
