@@ -35,7 +35,8 @@ def weights(folder) -> dict:
 
 
 def test_a_run_writes_the_model_folder_grid_metrics_and_card(tmp_path):
-    metrics = run_train(tmp_path, "--max_train_steps", "4")
+    metrics = run_train(tmp_path, "--max_train_steps", "4", "--image_logging_steps", "2")
+    assert sorted(p.name for p in (tmp_path / "images").iterdir()) == ["step-2.png", "step-4.png"]
     for name in ("config.json", "model.safetensors", "preprocessor_config.json", "README.md", "reconstructions.png",
                  "metrics.json"):  # fmt: skip
         assert (tmp_path / name).is_file(), name
@@ -115,6 +116,26 @@ def test_fine_tune_a_saved_model_on_an_imagefolder(tmp_path):
     assert not torch.equal(tuned["decoder.blocks.0.weight"], base["decoder.blocks.0.weight"])
     with pytest.raises(ValueError, match="--preset mnist conflicts with --init_from"):
         train_script.main(train_script.parse_args([*common, "--preset", "mnist", "--output_dir", str(tmp_path / "x")]))
+
+
+def test_vae_trains_on_the_negative_elbo_and_writes_samples(tmp_path):
+    args = ["--model", "vae", "--preset", "mnist-paper", "--hidden_size", "32", "--latent_dim", "4",
+            "--resolution", "28", "--train_batch_size", "16", "--max_train_steps", "3", "--report_to", "none",
+            "--num_latent_samples", "2", "--output_dir", str(tmp_path)]  # fmt: skip
+    metrics = train_script.main(train_script.parse_args(args))
+    assert metrics["elbo"] < 0 and metrics["elbo_bits_per_dim"] > 0
+    assert (tmp_path / "samples.png").is_file() and (tmp_path / "reconstructions.png").is_file()
+
+
+def test_bf16_mixed_precision_run(tmp_path):
+    # Accelerate fixes the precision once per process: a fresh process.
+    command = [sys.executable, str(ROOT / "scripts" / "train.py"), *TINY_VQ, "--output_dir", str(tmp_path),
+               "--max_train_steps", "3", "--mixed_precision", "bf16"]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["train_steps"] == 3 and all(torch.isfinite(t.float()).all() for t in weights(tmp_path).values())
+    assert weights(tmp_path)["quantizers.0.codebook"].dtype == torch.float32
 
 
 def test_unknown_option_is_an_error_naming_it(capsys):

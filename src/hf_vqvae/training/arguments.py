@@ -58,7 +58,7 @@ class TrainArguments:
     seed: int = field(default=0, metadata={"help": "Seed of the model init, data order and augmentations."})
     report_to: str = field(default="tensorboard", metadata={"help": "Accelerate tracker: tensorboard, wandb, all or none."})
     logging_steps: int = field(default=25, metadata={"help": "Log the loss and codebook health every N steps."})
-    image_logging_steps: int = field(default=0, metadata={"help": "Write a reconstruction grid every N steps (0: only at the end)."})
+    image_logging_steps: int = field(default=0, metadata={"help": "Write images/step-N.png (held-out inputs over reconstructions) every N steps; 0: only the final grid."})
     checkpointing_steps: int | None = field(default=None, metadata={"help": "Save a resumable checkpoint every N steps."})
     checkpoints_total_limit: int | None = field(default=None, metadata={"help": "Keep at most this many checkpoints."})
     resume_from_checkpoint: str | None = field(default=None, metadata={"help": "'latest' or a checkpoint folder to resume from."})

@@ -49,6 +49,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: TrainArgum
         state = load_checkpoint(accelerator, find_checkpoint(output_dir, args.resume_from_checkpoint))
         logger.info("resumed at step %d (epoch %d, batch %d)", state.global_step, state.epoch, state.batches_in_epoch)
     run = _Run(accelerator, model, optimizer, scheduler, args, state, total_steps, output_dir)
+    run.processor, run.transform = processor, transform
     if model_args.reset_dead_codes:
         _reset_dead_codes(run, splits, transform, data_args)
     accelerator.init_trackers("hf_vqvae", config=_tracker_config(model_args, data_args, args))
@@ -88,6 +89,7 @@ class _Run:
     def __init__(self, accelerator, model, optimizer, scheduler, args, state, total_steps, output_dir):
         self.accelerator, self.model, self.optimizer, self.scheduler = accelerator, model, optimizer, scheduler
         self.args, self.state, self.total_steps, self.output_dir = args, state, total_steps, output_dir
+        self.processor = self.transform = None  # set by train(); used for the image grids
         self.stats = BatchStats()
         self.usage_window = None  # (num_levels, K) code counts since the last log
         self.loss_window: list[float] = []
@@ -177,6 +179,18 @@ class _Run:
             self._log(bar)
         if self.args.checkpointing_steps and step % self.args.checkpointing_steps == 0:
             save_checkpoint(self.accelerator, self.output_dir, self.state, self.args.checkpoints_total_limit)
+        if self.args.image_logging_steps and step % self.args.image_logging_steps == 0:
+            self._write_image_grid(splits)
+
+    def _write_image_grid(self, splits) -> None:
+        """Held-out inputs above their reconstructions, as images/step-<N>.png (main process)."""
+        if not self.accelerator.is_main_process:
+            return
+        first = next(iter(_eval_batches(splits, self.transform, 8, self.args.seed)))["pixel_values"]
+        folder = self.output_dir / "images"
+        folder.mkdir(parents=True, exist_ok=True)
+        grid = reconstruction_grid(self.unwrapped, self.processor, first.to(self.accelerator.device))
+        grid.save(folder / f"step-{self.state.global_step}.png")
 
     def _log(self, bar) -> None:
         elapsed = max(time.time() - self.time_of_log, 1e-9)
