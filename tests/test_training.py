@@ -121,10 +121,13 @@ def test_fine_tune_a_saved_model_on_an_imagefolder(tmp_path):
 def test_vae_trains_on_the_negative_elbo_and_writes_samples(tmp_path):
     args = ["--model", "vae", "--preset", "mnist-paper", "--hidden_size", "32", "--latent_dim", "4",
             "--resolution", "28", "--train_batch_size", "16", "--max_train_steps", "3", "--report_to", "none",
-            "--num_latent_samples", "2", "--output_dir", str(tmp_path)]  # fmt: skip
+            "--num_latent_samples", "2", "--binarize", "dynamic", "--output_dir", str(tmp_path)]  # fmt: skip
     metrics = train_script.main(train_script.parse_args(args))
     assert metrics["elbo"] < 0 and metrics["elbo_bits_per_dim"] > 0
     assert (tmp_path / "samples.png").is_file() and (tmp_path / "reconstructions.png").is_file()
+    assert metrics["binarize"] == "dynamic"
+    with pytest.raises(ValueError, match="--binarize dynamic applies to a VAE with a Bernoulli decoder"):
+        run_train(tmp_path / "vq", "--max_train_steps", "1", "--binarize", "dynamic")
 
 
 def test_bf16_mixed_precision_run(tmp_path):

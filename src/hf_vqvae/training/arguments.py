@@ -55,6 +55,10 @@ class TrainArguments:
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-batches per optimizer step."})
     mixed_precision: str = field(default="no", metadata={"help": "no, bf16 or fp16 (the quantizer stays in float32)."})
     num_latent_samples: int | None = field(default=None, metadata={"help": "VAE: samples L per image in the ELBO."})
+    binarize: str = field(
+        default="none",
+        metadata={"help": "VAE with a Bernoulli decoder: none, dynamic (x ~ Bernoulli(pixel) every step) or threshold."},
+    )
     seed: int = field(default=0, metadata={"help": "Seed of the model init, data order and augmentations."})
     report_to: str = field(default="tensorboard", metadata={"help": "Accelerate tracker: tensorboard, wandb, all or none."})
     logging_steps: int = field(default=25, metadata={"help": "Log the loss and codebook health every N steps."})
@@ -78,6 +82,8 @@ class TrainArguments:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"--{name} must be >= 1 (or unset), got {value}")
+        if self.binarize not in ("none", "dynamic", "threshold"):
+            raise ValueError(f"--binarize must be none, dynamic or threshold, got {self.binarize!r}")
         if self.learning_rate <= 0:
             raise ValueError(f"--learning_rate must be > 0, got {self.learning_rate}")
 

@@ -17,7 +17,7 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from ..data import BatchStats, DataArguments, ImageTransform, batches_for_rank, load_image_splits
-from ..evaluation import codebook_health, evaluate_vae, evaluate_vq, to_jsonable
+from ..evaluation import binarize, codebook_health, evaluate_vae, evaluate_vq, to_jsonable
 from .arguments import ModelArguments, TrainArguments
 from .artifacts import reconstruction_grid, sample_grid, write_metrics, write_model_card
 from .builders import DEFAULT_PRESETS, build_model, build_optimizer, build_processor, build_scheduler
@@ -36,6 +36,8 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: TrainArgum
     accelerator = _make_accelerator(args, output_dir)
     set_seed(args.seed)
     model = build_model(model_args, overrides, data_args.resolution)
+    if args.binarize != "none" and getattr(model.config, "decoder_distribution", None) != "bernoulli":
+        raise ValueError(f"--binarize {args.binarize} applies to a VAE with a Bernoulli decoder, not this model")
     processor = build_processor(model.config)
     splits = load_image_splits(data_args, seed=args.seed)
     transform = ImageTransform(model.config.image_size, model.config.num_channels, processor.value_range,
@@ -147,6 +149,7 @@ class _Run:
 
     def _forward(self, pixel_values: torch.Tensor):
         if self.unwrapped.config.model_type == "vae":
+            pixel_values = binarize(pixel_values, self.args.binarize)  # dynamic: the global RNG, restored on resume
             return self.model(pixel_values, num_latent_samples=self.args.num_latent_samples)
         return self.model(pixel_values)
 
@@ -262,7 +265,8 @@ def _evaluate(model, splits, transform, args: TrainArguments) -> dict:
     batches = _eval_batches(splits, transform, args.eval_batch_size, args.seed)
     moved = ({"pixel_values": b["pixel_values"].to(model.device)} for b in batches)
     if model.config.model_type == "vae":
-        return to_jsonable(evaluate_vae(model, moved))
+        generator = torch.Generator(device=model.device).manual_seed(args.seed)
+        return to_jsonable(evaluate_vae(model, moved, binarize=args.binarize, generator=generator))
     return to_jsonable(evaluate_vq(model, moved))
 
 
