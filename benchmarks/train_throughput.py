@@ -62,6 +62,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_DIR = ROOT.parent / "shared" / "datasets" / "mnist"
 LEARNING_RATE = 2e-4  # TrainArguments.learning_rate's default
 TARGET_DATA_OVER_TRAIN = 3.0
+BUSY_LOAD = 0.5  # a 1-minute load average above this before the run: warn that other processes share the CPU
 QUICK = {"batch_size": 4, "repeats": 2, "warmup": 1, "data_images": 64}
 
 
@@ -192,7 +193,8 @@ def time_training(row: Row, config: dict) -> dict:
 
     for _ in range(config["warmup"]):
         step()
-    seconds = statistics.median(step() for _ in range(config["repeats"]))
+    samples = [step() for _ in range(config["repeats"])]
+    seconds = statistics.median(samples)
     return {
         "family": row.family,
         "preset": row.preset,
@@ -201,6 +203,7 @@ def time_training(row: Row, config: dict) -> dict:
         "value_range": list(row.value_range),
         "parameters": sum(p.numel() for p in model.parameters()),
         "median_step_ms": seconds * 1e3,
+        "min_step_ms": min(samples) * 1e3,
         "img_s": config["batch_size"] / seconds,
         "note": row.note,
     }
@@ -273,7 +276,14 @@ def package_version(name: str) -> str | None:
         return None
 
 
-def machine_facts() -> dict:
+def load_average() -> list[float] | None:
+    try:
+        return [round(value, 2) for value in os.getloadavg()]
+    except (AttributeError, OSError):  # not on every platform
+        return None
+
+
+def machine_facts(load_at_start: list[float] | None) -> dict:
     return {
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
@@ -284,10 +294,12 @@ def machine_facts() -> dict:
         "datasets": package_version("datasets"),
         "pillow": package_version("pillow"),
         "pyarrow": package_version("pyarrow"),
+        "loadavg_at_start": load_at_start,  # 1, 5 and 15 minute load averages, before this run's own work
+        "loadavg_at_end": load_average(),
     }
 
 
-def summarize(training: dict[str, dict], data: dict | None, config: dict) -> dict:
+def summarize(training: dict[str, dict], data: dict | None, config: dict, load_at_start: list[float] | None) -> dict:
     """The JSON document: `<row>_img_s`, `data_mnist_img_s`, the ratio, the target, the details and the config."""
     results = {f"{key}_img_s": row["img_s"] for key, row in training.items()}
     results["data_mnist_img_s"] = None if data is None else data["img_s"]
@@ -298,7 +310,7 @@ def summarize(training: dict[str, dict], data: dict | None, config: dict) -> dic
     results["training"] = training
     results["data"] = None if data is None else {k: v for k, v in data.items() if k != "profile"}
     results["config"] = config
-    results["machine"] = machine_facts()
+    results["machine"] = machine_facts(load_at_start)
     return results
 
 
@@ -331,6 +343,12 @@ def print_report(results: dict) -> None:
             f"{per_batch_ms:>10.1f}{data['img_s']:>10.1f}  streamed parquet, {data['images']} images "
             f"after {config['data_warmup_batches']} warm-up batches"
         )
+    load = machine["loadavg_at_start"]
+    if load is not None and load[0] >= BUSY_LOAD:
+        print(
+            f"warning: the 1-minute load average was {load[0]:.2f} before this run: other processes share the CPU, "
+            f"and {machine['threads']} torch threads on busy cores can be many times slower; rerun on a quiet machine"
+        )
     print()
     ratio = results["data_over_train_mnist"]
     print(f"data_over_train_mnist = data_mnist / vqvae_mnist = {'-' if ratio is None else f'{ratio:.2f}x'}")
@@ -344,11 +362,12 @@ def print_report(results: dict) -> None:
 
 
 def main(args: argparse.Namespace) -> dict:
+    load_at_start = load_average()
     config = make_config(args)
     torch.set_num_threads(config["threads"])
     training = {row.key: time_training(row, config) for row in rows_for(args)}
     data = time_data(config, profile=False)
-    results = summarize(training, data, config)
+    results = summarize(training, data, config, load_at_start)
     print_report(results)
     if args.profile_data:
         profiled = time_data(config, profile=True)

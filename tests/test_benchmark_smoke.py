@@ -21,3 +21,17 @@ def test_quantizer_benchmark_quick_run_writes_the_json_keys(tmp_path):
         assert isinstance(figures[key], float) and figures[key] > 0, key
     assert figures["ours_ema_over_floor"] == figures["ours_ema_ms"] / figures["floor_ms"]
     assert "ours_ema" in result.stdout and "vqp_ema" in result.stdout
+
+
+def test_quality_benchmark_quick_run(tmp_path, shared_dir):
+    out = tmp_path / "quality.json"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "quality_mnist.py"), "--quick", "--threads", "1",
+         "--datasets", str(shared_dir / "datasets"), "--output_dir", str(tmp_path / "runs"), "--json", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    assert figures["quick"] is True and figures["vqvae_test_images"] == 64
+    assert 0 <= figures["vqvae_codebook_usage"] <= 1 and figures["vae_nll_nats"] > 0 and figures["frey_elbo_nats"] < 1e6
+    assert "VQ-VAE mnist: normalised MSE" in result.stdout
