@@ -62,7 +62,9 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_DIR = ROOT.parent / "shared" / "datasets" / "mnist"
 LEARNING_RATE = 2e-4  # TrainArguments.learning_rate's default
 TARGET_DATA_OVER_TRAIN = 3.0
-BUSY_LOAD = 0.5  # a 1-minute load average above this before the run: warn that other processes share the CPU
+# Other processes busy on average more than this many cores during the run: warn (2 torch threads on busy cores
+# wait on each other at every parallel region, and a step can get many times slower).
+BUSY_CORES = 0.25
 QUICK = {"batch_size": 4, "repeats": 2, "warmup": 1, "data_images": 64}
 
 
@@ -276,14 +278,33 @@ def package_version(name: str) -> str | None:
         return None
 
 
-def load_average() -> list[float] | None:
-    try:
-        return [round(value, 2) for value in os.getloadavg()]
-    except (AttributeError, OSError):  # not on every platform
-        return None
+class CpuWatch:
+    """CPU time that other processes used during the run, from /proc/stat (Linux; None elsewhere)."""
+
+    def __init__(self):
+        self.start = self._sample()
+
+    @staticmethod
+    def _sample() -> tuple[float, float, float] | None:
+        try:
+            with open("/proc/stat") as handle:
+                fields = [int(value) for value in handle.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        busy = sum(fields) - fields[3] - (fields[4] if len(fields) > 4 else 0)  # all but idle and iowait
+        times = os.times()
+        return time.perf_counter(), busy / os.sysconf("SC_CLK_TCK"), times.user + times.system
+
+    def other_cores(self) -> float | None:
+        """Average number of cores other processes kept busy since the start."""
+        end = self._sample()
+        if self.start is None or end is None or end[0] <= self.start[0]:
+            return None
+        others = (end[1] - self.start[1]) - (end[2] - self.start[2])
+        return round(max(0.0, others) / (end[0] - self.start[0]), 3)
 
 
-def machine_facts(load_at_start: list[float] | None) -> dict:
+def machine_facts(watch: CpuWatch) -> dict:
     return {
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
@@ -294,12 +315,11 @@ def machine_facts(load_at_start: list[float] | None) -> dict:
         "datasets": package_version("datasets"),
         "pillow": package_version("pillow"),
         "pyarrow": package_version("pyarrow"),
-        "loadavg_at_start": load_at_start,  # 1, 5 and 15 minute load averages, before this run's own work
-        "loadavg_at_end": load_average(),
+        "other_processes_cores": watch.other_cores(),  # cores other processes kept busy, on average, meanwhile
     }
 
 
-def summarize(training: dict[str, dict], data: dict | None, config: dict, load_at_start: list[float] | None) -> dict:
+def summarize(training: dict[str, dict], data: dict | None, config: dict, watch: CpuWatch) -> dict:
     """The JSON document: `<row>_img_s`, `data_mnist_img_s`, the ratio, the target, the details and the config."""
     results = {f"{key}_img_s": row["img_s"] for key, row in training.items()}
     results["data_mnist_img_s"] = None if data is None else data["img_s"]
@@ -310,7 +330,7 @@ def summarize(training: dict[str, dict], data: dict | None, config: dict, load_a
     results["training"] = training
     results["data"] = None if data is None else {k: v for k, v in data.items() if k != "profile"}
     results["config"] = config
-    results["machine"] = machine_facts(load_at_start)
+    results["machine"] = machine_facts(watch)
     return results
 
 
@@ -343,11 +363,11 @@ def print_report(results: dict) -> None:
             f"{per_batch_ms:>10.1f}{data['img_s']:>10.1f}  streamed parquet, {data['images']} images "
             f"after {config['data_warmup_batches']} warm-up batches"
         )
-    load = machine["loadavg_at_start"]
-    if load is not None and load[0] >= BUSY_LOAD:
+    others = machine["other_processes_cores"]
+    if others is not None and others > BUSY_CORES:
         print(
-            f"warning: the 1-minute load average was {load[0]:.2f} before this run: other processes share the CPU, "
-            f"and {machine['threads']} torch threads on busy cores can be many times slower; rerun on a quiet machine"
+            f"warning: other processes kept {others:.2f} of {machine['cpu_count']} cores busy during this run; "
+            f"{machine['threads']} torch threads on busy cores can be many times slower: rerun on a quiet machine"
         )
     print()
     ratio = results["data_over_train_mnist"]
@@ -362,12 +382,12 @@ def print_report(results: dict) -> None:
 
 
 def main(args: argparse.Namespace) -> dict:
-    load_at_start = load_average()
+    watch = CpuWatch()
     config = make_config(args)
     torch.set_num_threads(config["threads"])
     training = {row.key: time_training(row, config) for row in rows_for(args)}
     data = time_data(config, profile=False)
-    results = summarize(training, data, config, load_at_start)
+    results = summarize(training, data, config, watch)
     print_report(results)
     if args.profile_data:
         profiled = time_data(config, profile=True)

@@ -4,15 +4,20 @@
     accelerate launch scripts/train.py                                  # offline default: VQ-VAE on 8x8 digits
     accelerate launch scripts/train.py --model vqvae2 --preset imagenet256-paper \\
         --dataset_name ILSVRC/imagenet-1k --streaming --max_train_steps 250000
-    accelerate launch scripts/train.py configs/vqvae-mnist.yaml         # the same arguments from YAML or JSON
+    accelerate launch scripts/train.py configs/vqvae2-cifar10.yaml      # the same arguments from YAML or JSON
 
 Any field of the model's config can be set too (--num_embeddings 256); `--help` lists the rest.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import logging
 import sys
+from pathlib import Path
+
+import yaml
 
 from transformers import HfArgumentParser
 
@@ -25,12 +30,14 @@ from hf_vqvae.training.builders import config_class_for
 def parse_args(argv: list[str] | None = None):
     """-> (ModelArguments, DataArguments, TrainArguments, config overrides)."""
     argv = sys.argv[1:] if argv is None else argv
-    parser = HfArgumentParser((ModelArguments, DataArguments, TrainArguments), description=__doc__)
+    parser = HfArgumentParser(
+        (ModelArguments, DataArguments, TrainArguments),
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.epilog = "Model config fields (e.g. --num_embeddings 256, --beta 0.25) override the preset."
     if len(argv) == 1 and argv[0].endswith((".yaml", ".yml", ".json")):
-        loader = parser.parse_yaml_file if argv[0].endswith((".yaml", ".yml")) else parser.parse_json_file
-        model_args, data_args, train_args = loader(argv[0], allow_extra_keys=False)
-        return model_args, data_args, train_args, {}
+        argv = arguments_from_file(argv[0])
     model_args, data_args, train_args, remaining = parser.parse_args_into_dataclasses(
         args=argv, return_remaining_strings=True
     )
@@ -39,6 +46,22 @@ def parse_args(argv: list[str] | None = None):
     except ValueError as error:
         parser.error(str(error))
     return model_args, data_args, train_args, overrides
+
+
+def arguments_from_file(path: str) -> list[str]:
+    """A YAML or JSON mapping of option names to values -> the equivalent command line (config fields included)."""
+    text = Path(path).read_text()
+    values = yaml.safe_load(text) if path.endswith((".yaml", ".yml")) else json.loads(text)
+    if not isinstance(values, dict):
+        raise SystemExit(f"{path} must hold a mapping of option names to values")
+    argv = []
+    for name, value in values.items():
+        if value is None or value is False:
+            continue  # the default of every optional / boolean option
+        argv.append(f"--{name}")
+        if value is not True:
+            argv.append(value if isinstance(value, str) else json.dumps(value))
+    return argv
 
 
 def main(parsed=None) -> dict:

@@ -165,3 +165,13 @@ def test_killed_run_resumes_from_its_last_complete_checkpoint(tmp_path):
                         "--resume_from_checkpoint", "latest")  # fmt: skip
     assert metrics["train_steps"] == 400 and (tmp_path / "model.safetensors").is_file()
     assert int(last.name.split("-")[1]) % 3 == 0
+
+
+def test_arguments_from_a_yaml_file_match_the_command_line():
+    from_file = train_script.parse_args([str(ROOT / "configs" / "vqvae2-cifar10.yaml")])
+    model_args, data_args, train_args, overrides = from_file
+    assert (model_args.model, model_args.preset, data_args.resolution, data_args.streaming) == (
+        "vqvae2", "imagenet256-paper", 32, True)
+    assert train_args.max_train_steps == 20000 and train_args.learning_rate == 3e-4
+    assert overrides == {"level_downsamples": [1, 2], "num_embeddings": 512}
+    assert from_file == train_script.parse_args(train_script.arguments_from_file(str(ROOT / "configs" / "vqvae2-cifar10.yaml")))
