@@ -52,7 +52,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: TrainArgum
         logger.info("resumed at step %d (epoch %d, batch %d)", state.global_step, state.epoch, state.batches_in_epoch)
     run = _Run(accelerator, model, optimizer, scheduler, args, state, total_steps, output_dir)
     run.processor, run.transform = processor, transform
-    if model_args.reset_dead_codes:
+    if model_args.reset_dead_codes and not args.resume_from_checkpoint:  # a resumed run has done it already
         _reset_dead_codes(run, splits, transform, data_args)
     accelerator.init_trackers("hf_vqvae", config=_tracker_config(model_args, data_args, args))
     start = time.time()
