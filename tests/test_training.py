@@ -103,14 +103,32 @@ def _write_imagefolder(folder: Path, count: int) -> Path:
     return folder
 
 
-def test_fine_tune_a_saved_model_on_an_imagefolder(tmp_path):
+def test_fine_tune_a_saved_model_on_an_imagefolder(tmp_path, monkeypatch):
     run_train(tmp_path / "base", "--max_train_steps", "2")
     images = _write_imagefolder(tmp_path / "images", 40)
     common = ["--model", "vqvae", "--init_from", str(tmp_path / "base"), "--train_data_dir", str(images),
               "--resolution", "8", "--train_batch_size", "8", "--report_to", "none", "--lr_warmup_steps", "1"]  # fmt: skip
     base = weights(tmp_path / "base")
+    from hf_vqvae.training import loop
+
+    seeded = {}
+    original = loop._reset_dead_codes
+
+    def spy(run, *args, **kwargs):
+        before = run.unwrapped.quantizers[0].codebook.detach().clone()
+        original(run, *args, **kwargs)
+        seeded["changed"] = (run.unwrapped.quantizers[0].codebook.detach() != before).any(dim=1)
+        seeded["codebook"] = run.unwrapped.quantizers[0].codebook.detach().clone()
+        seeded["old"] = before
+
+    monkeypatch.setattr(loop, "_reset_dead_codes", spy)
     metrics = train_script.main(train_script.parse_args(
         [*common, "--max_train_steps", "3", "--reset_dead_codes", "--output_dir", str(tmp_path / "tuned")]))
+    # Re-seeded codes are new vectors (encoder outputs on the new data), not copies of existing codes.
+    changed = seeded["changed"]
+    assert changed.any()
+    for vector in seeded["codebook"][changed]:
+        assert (seeded["old"] - vector).abs().sum(dim=1).min() > 1e-6
     tuned = weights(tmp_path / "tuned")
     assert metrics["train_steps"] == 3 and set(tuned) == set(base)
     assert not torch.equal(tuned["decoder.blocks.0.weight"], base["decoder.blocks.0.weight"])

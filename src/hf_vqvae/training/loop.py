@@ -211,8 +211,8 @@ class _Run:
         self.images_since_log, self.time_of_log = 0, time.time()
 
 
-def _reset_dead_codes(run: _Run, splits, transform, data_args: DataArguments) -> None:
-    """Fine-tuning: re-seed codes that the new data never picks (on a few batches) from its encoder outputs."""
+def _reset_dead_codes(run: _Run, splits, transform, data_args: DataArguments, num_batches: int = 4) -> None:
+    """Fine-tuning: codes that the new data never picks (over a few batches) restart from its encoder outputs."""
     model = run.unwrapped
     quantizers = getattr(model, "quantizers", None)
     if quantizers is None:
@@ -220,16 +220,24 @@ def _reset_dead_codes(run: _Run, splits, transform, data_args: DataArguments) ->
     batches = batches_for_rank(splits.train, splits.image_column, transform, batch_size=run.args.train_batch_size,
                                seed=run.args.seed, epoch=0, shuffle=False, drop_last=False)  # fmt: skip
     model.eval()
+    used = [torch.zeros(q.num_embeddings, dtype=torch.bool, device=run.accelerator.device) for q in quantizers]
+    encoder_outputs = {}  # level -> the quantizer's input z_e of the last batch
+    hooks = [q.register_forward_pre_hook(lambda module, inputs, level=level: encoder_outputs.__setitem__(level, inputs[0]))
+             for level, q in enumerate(quantizers)]  # fmt: skip
     with torch.no_grad():
-        for _, batch in zip(range(4), batches):
+        for _, batch in zip(range(num_batches), batches):
             encoded = model.encode(batch["pixel_values"].to(run.accelerator.device))
-            for quantizer, quantized, codes in zip(quantizers, encoded.quantized, encoded.codes):
-                used = torch.bincount(codes.flatten(), minlength=quantizer.num_embeddings) > 0
-                dead = (~used).nonzero().squeeze(1)
-                if dead.numel():
-                    flat = quantized.movedim(1, -1).reshape(-1, quantizer.embedding_dim)
-                    quantizer._set_codes(dead, flat[torch.randint(0, flat.shape[0], (dead.numel(),))].float())
-            break  # one batch of the new data decides
+            for level, codes in enumerate(encoded.codes):
+                used[level] |= torch.bincount(codes.flatten(), minlength=quantizers[level].num_embeddings) > 0
+        for level, (quantizer, level_used) in enumerate(zip(quantizers, used)):
+            dead = (~level_used).nonzero().squeeze(1)
+            if dead.numel():
+                flat = encoder_outputs[level].movedim(1, -1).reshape(-1, quantizer.embedding_dim).float()
+                quantizer._set_codes(dead, flat[torch.randint(0, flat.shape[0], (dead.numel(),), device=flat.device)])
+            logger.info("level %d: re-seeded %d of %d codes unused by the new data", level, dead.numel(),
+                        quantizer.num_embeddings)  # fmt: skip
+    for hook in hooks:
+        hook.remove()
     model.train()
 
 
