@@ -25,8 +25,9 @@ def _positive(value) -> bool:
 def test_train_throughput_benchmark_quick_run_writes_the_json_keys(tmp_path):
     out = tmp_path / "throughput.json"
     # One torch thread: pytest-xdist runs the tests two at a time on two cores.
+    script = ROOT / "benchmarks" / "train_throughput.py"
     result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "train_throughput.py"), "--quick", "--threads", "1", "--json", str(out)],
+        [sys.executable, str(script), "--quick", "--threads", "1", "--json", str(out)],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
