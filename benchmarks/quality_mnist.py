@@ -70,12 +70,13 @@ def _test_batches(splits, model, batch_size: int, limit: int | None = None):
     transform = ImageTransform(model.config.image_size, model.config.num_channels, value_range)
     batches = batches_for_rank(splits.eval, splits.image_column, transform, batch_size=batch_size, seed=0, epoch=0,
                                shuffle=False, drop_last=False)  # fmt: skip
-    taken = 0
+    remaining = float("inf") if limit is None else limit
     for batch in batches:
-        if limit is not None and taken >= limit:
+        if remaining <= 0:
             break
-        taken += batch["pixel_values"].shape[0]
-        yield batch
+        pixels = batch["pixel_values"][: int(min(remaining, batch["pixel_values"].shape[0]))]
+        remaining -= pixels.shape[0]
+        yield {"pixel_values": pixels}
 
 
 def vqvae_mnist(args, datasets: Path) -> dict:
