@@ -105,16 +105,18 @@ def batches_for_rank(
     drop_last: bool = True,
     stats: BatchStats | None = None,
     with_ids: bool = False,
+    columns: tuple[str, ...] = (),
 ) -> Iterator[dict]:
     """Batches `{"pixel_values": (B, C, H, W)}` of one epoch for one rank, beginning at batch `start_batch`.
 
     The epoch's order depends only on (seed, epoch); ranks read disjoint shards (`split_dataset_by_node`) whose
-    union is the dataset. Undecodable images are skipped and counted in `stats`.
+    union is the dataset. Undecodable images are skipped and counted in `stats`. `columns` (e.g. "label") are
+    carried along as tensors.
     """
     stats = stats if stats is not None else BatchStats()
     ordered = _epoch_order(dataset, seed, epoch, shuffle, shuffle_buffer_size)
     shard = split_dataset_by_node(ordered, rank=rank, world_size=world_size) if world_size > 1 else ordered
-    pixels, ids, index = [], [], 0
+    pixels, ids, extra, index = [], [], {name: [] for name in columns}, 0
     for position, example in enumerate(shard):
         raw = example[image_column]
         array = transform(raw, random.Random(hash((seed, epoch, rank, position))))
@@ -124,12 +126,14 @@ def batches_for_rank(
         pixels.append(array)
         if with_ids:
             ids.append(example_id(raw))
+        for name in columns:
+            extra[name].append(example[name])
         if len(pixels) == batch_size:
             if index >= start_batch:
-                yield _batch(pixels, ids, with_ids, stats)
-            pixels, ids, index = [], [], index + 1
+                yield _batch(pixels, ids, with_ids, stats, extra)
+            pixels, ids, extra, index = [], [], {name: [] for name in columns}, index + 1
     if pixels and not drop_last and index >= start_batch:
-        yield _batch(pixels, ids, with_ids, stats)
+        yield _batch(pixels, ids, with_ids, stats, extra)
 
 
 def _epoch_order(dataset, seed: int, epoch: int, shuffle: bool, buffer_size: int):
@@ -142,9 +146,10 @@ def _epoch_order(dataset, seed: int, epoch: int, shuffle: bool, buffer_size: int
     return dataset.shuffle(seed=seed + epoch)
 
 
-def _batch(pixels: list[np.ndarray], ids: list[str], with_ids: bool, stats: BatchStats) -> dict:
+def _batch(pixels: list[np.ndarray], ids: list[str], with_ids: bool, stats: BatchStats, extra: dict) -> dict:
     stats.images += len(pixels)
     batch = {"pixel_values": torch.from_numpy(np.stack(pixels))}
+    batch.update({name: torch.as_tensor(values) for name, values in extra.items()})
     if with_ids:
         batch["example_ids"] = list(ids)
     return batch

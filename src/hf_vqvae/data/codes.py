@@ -1,0 +1,128 @@
+"""Datasets of VQ codes: what scripts/extract_codes.py writes and what the priors train on.
+
+A codes dataset is a folder laid out like a Hub dataset repo: `data/<split>-<rank>-of-<n>.parquet` with one column
+per level (`codes_0` = top level, ... each an (H_l, W_l) int16 array) plus `label` when the source had one, a
+dataset card `README.md`, and `codes_info.json`: the model it came from, its codebook size and code shapes, and the
+image size, so that a prior trained on it can check it matches the decoder it is paired with.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import datasets
+import numpy as np
+import torch
+from datasets.distributed import split_dataset_by_node
+
+INFO_FILE = "codes_info.json"
+
+
+@dataclass
+class CodesInfo:
+    """What the codes are: the model that made them and their shapes (top level first)."""
+
+    model: str
+    model_type: str
+    num_embeddings: int
+    code_shapes: list[list[int]]
+    image_size: list[int]
+    num_channels: int
+    num_classes: int = 0
+    splits: dict[str, int] = field(default_factory=dict)  # split -> number of examples
+
+    @property
+    def num_levels(self) -> int:
+        return len(self.code_shapes)
+
+    def image_dims(self) -> int:
+        """C x H x W of the images: converts nats per code into bits per image dimension."""
+        return self.num_channels * self.image_size[0] * self.image_size[1]
+
+    def bits_per_dim(self, nats_per_code: float, level: int | None = None) -> float:
+        """A level's (or, with level=None, all levels') code NLL expressed in bits per image dimension."""
+        shapes = self.code_shapes if level is None else [self.code_shapes[level]]
+        codes = sum(h * w for h, w in shapes)
+        return nats_per_code * codes / (self.image_dims() * math.log(2))
+
+
+def features_for(info: CodesInfo, with_label: bool) -> datasets.Features:
+    columns = {f"codes_{level}": datasets.Array2D(shape=tuple(shape), dtype="int16")
+               for level, shape in enumerate(info.code_shapes)}  # fmt: skip
+    if with_label:
+        columns["label"] = datasets.Value("int64")
+    return datasets.Features(columns)
+
+
+def write_shard(folder: Path, split: str, rank: int, world_size: int, rows: dict, info: CodesInfo) -> Path:
+    """One process's examples of one split as `data/<split>-<rank>-of-<n>.parquet`."""
+    path = Path(folder) / "data" / f"{split}-{rank:05d}-of-{world_size:05d}.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = datasets.Dataset.from_dict(rows, features=features_for(info, "label" in rows))
+    table.to_parquet(str(path))
+    return path
+
+
+def write_card(folder: Path, info: CodesInfo, source: str) -> None:
+    """`codes_info.json` and a dataset card whose YAML lists the splits' files."""
+    folder = Path(folder)
+    (folder / INFO_FILE).write_text(json.dumps(asdict(info), indent=2))
+    configs = "\n".join(f"  - split: {split}\n    path: data/{split}-*" for split in info.splits)
+    shapes = ", ".join(f"level {level}: {h}x{w}" for level, (h, w) in enumerate(info.code_shapes))
+    card = (
+        f"---\nconfigs:\n- config_name: default\n  data_files:\n{configs}\ntags:\n- hf_vqvae\n- vq-codes\n---\n"
+        f"# VQ codes of `{source}`\n\nMade by `scripts/extract_codes.py` with the `{info.model_type}` model "
+        f"`{info.model}` (K = {info.num_embeddings}; code maps {shapes}, top level first) from "
+        f"{info.image_size[0]}x{info.image_size[1]}x{info.num_channels} images. Columns: `codes_<level>` "
+        f"(int16 arrays){', `label`' if info.num_classes else ''}. Examples per split: {info.splits}.\n"
+    )
+    (folder / "README.md").write_text(card)
+
+
+def load_codes(folder: str | Path) -> tuple[datasets.DatasetDict, CodesInfo]:
+    folder = Path(folder)
+    if not (folder / INFO_FILE).is_file():
+        raise ValueError(f"{folder} is not a codes dataset (no {INFO_FILE}); make one with scripts/extract_codes.py")
+    info = CodesInfo(**json.loads((folder / INFO_FILE).read_text()))
+    splits = {split: str(folder / "data" / f"{split}-*.parquet") for split in info.splits}
+    return datasets.load_dataset("parquet", data_files=splits), info
+
+
+def check_prior_matches(info: CodesInfo, level: int, num_embeddings: int, num_classes: int,
+                        condition_num_embeddings: int) -> None:  # fmt: skip
+    """A prior must model the codebook of its level, and be conditioned on what the dataset provides."""
+    if not 0 <= level < info.num_levels:
+        raise ValueError(f"--level {level} is out of range: the codes have {info.num_levels} level(s), top = 0")
+    if num_embeddings != info.num_embeddings:
+        raise ValueError(f"the prior models K = {num_embeddings} codes but the codes come from K = {info.num_embeddings}")
+    if num_classes and num_classes < info.num_classes:
+        raise ValueError(f"the prior knows {num_classes} classes but the dataset has {info.num_classes}")
+    if condition_num_embeddings and level == 0:
+        raise ValueError("the top level (0) has no upper level to condition on: set condition_num_embeddings 0")
+    if level > 0 and not condition_num_embeddings:
+        raise ValueError(f"level {level} is a lower level: its prior must be conditioned on level {level - 1}")
+
+
+def code_batches(dataset, level: int, *, batch_size: int, seed: int, epoch: int, rank: int = 0, world_size: int = 1,
+                 start_batch: int = 0, shuffle: bool = True, drop_last: bool = True,
+                 with_labels: bool = False) -> Iterator[dict]:  # fmt: skip
+    """Batches `{"codes": (B, H, W), "condition_codes": (B, h, w) (lower levels), "class_labels": (B,)}`."""
+    ordered = dataset.shuffle(seed=seed + epoch) if shuffle else dataset
+    shard = split_dataset_by_node(ordered, rank=rank, world_size=world_size) if world_size > 1 else ordered
+    columns = [f"codes_{level}"] + ([f"codes_{level - 1}"] if level > 0 else []) + (["label"] if with_labels else [])
+    shard = shard.select_columns(columns).with_format("numpy")
+    stop = (len(shard) // batch_size if drop_last else math.ceil(len(shard) / batch_size)) * batch_size
+    for index, start in enumerate(range(0, stop, batch_size)):
+        if index < start_batch:
+            continue
+        rows = shard[start : min(start + batch_size, len(shard))]
+        batch = {"codes": torch.from_numpy(np.asarray(rows[f"codes_{level}"], dtype=np.int64))}
+        if level > 0:
+            batch["condition_codes"] = torch.from_numpy(np.asarray(rows[f"codes_{level - 1}"], dtype=np.int64))
+        if with_labels:
+            batch["class_labels"] = torch.from_numpy(np.asarray(rows["label"], dtype=np.int64))
+        yield batch
