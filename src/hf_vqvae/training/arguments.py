@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from transformers import PreTrainedConfig
 
-MODEL_TYPES = ("vae", "vqvae", "vqvae2")
+MODEL_TYPES = ("vae", "vqvae", "vqvae2", "pixelcnn-prior", "transformer-prior")
 
 
 @dataclass
@@ -31,6 +31,10 @@ class ModelArguments:
         default=None,
         metadata={"help": "Fine-tune: a saved model folder or Hub id; its config gives the architecture."},
     )
+    codes_dataset: str | None = field(
+        default=None, metadata={"help": "Priors: a codes dataset folder made by scripts/extract_codes.py."}
+    )
+    level: int = field(default=0, metadata={"help": "Priors: the level of the codes to model (0 = top)."})
     reset_dead_codes: bool = field(
         default=False,
         metadata={"help": "With --init_from: re-seed codes unused on the first batches of the new data before training."},

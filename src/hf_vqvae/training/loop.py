@@ -16,12 +16,13 @@ from datasets import Dataset
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from ..data import BatchStats, DataArguments, ImageTransform, batches_for_rank, load_image_splits
-from ..evaluation import binarize, codebook_health, evaluate_vae, evaluate_vq, to_jsonable
+from ..data import BatchStats, DataArguments, batches_for_rank
+from ..evaluation import codebook_health, to_jsonable
 from .arguments import ModelArguments, TrainArguments
-from .artifacts import reconstruction_grid, sample_grid, write_metrics, write_model_card
-from .builders import DEFAULT_PRESETS, build_model, build_optimizer, build_processor, build_scheduler
+from .artifacts import write_metrics, write_model_card
+from .builders import DEFAULT_PRESETS, build_model, build_optimizer, build_scheduler
 from .checkpointing import TrainingState, find_checkpoint, load_checkpoint, save_checkpoint
+from .tasks import ImageTask, make_task
 
 logger = logging.getLogger(__name__)
 
@@ -38,11 +39,8 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: TrainArgum
     model = build_model(model_args, overrides, data_args.resolution)
     if args.binarize != "none" and getattr(model.config, "decoder_distribution", None) != "bernoulli":
         raise ValueError(f"--binarize {args.binarize} applies to a VAE with a Bernoulli decoder, not this model")
-    processor = build_processor(model.config)
-    splits = load_image_splits(data_args, seed=args.seed)
-    transform = ImageTransform(model.config.image_size, model.config.num_channels, processor.value_range,
-                               data_args.center_crop, data_args.random_flip)  # fmt: skip
-    total_steps = _total_steps(args, splits.train, accelerator.num_processes)
+    task = make_task(model, model_args, data_args, args)
+    total_steps = _total_steps(args, task.train_dataset, accelerator.num_processes)
     optimizer = build_optimizer(model, args)
     scheduler = build_scheduler(optimizer, args, total_steps, accelerator.num_processes)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
@@ -50,14 +48,13 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: TrainArgum
     if args.resume_from_checkpoint:
         state = load_checkpoint(accelerator, find_checkpoint(output_dir, args.resume_from_checkpoint))
         logger.info("resumed at step %d (epoch %d, batch %d)", state.global_step, state.epoch, state.batches_in_epoch)
-    run = _Run(accelerator, model, optimizer, scheduler, args, state, total_steps, output_dir)
-    run.processor, run.transform = processor, transform
+    run = _Run(accelerator, model, optimizer, scheduler, args, state, total_steps, output_dir, task)
     if model_args.reset_dead_codes and not args.resume_from_checkpoint:  # a resumed run has done it already
-        _reset_dead_codes(run, splits, transform, data_args)
+        _reset_dead_codes(run)
     accelerator.init_trackers("hf_vqvae", config=_tracker_config(model_args, data_args, args))
     start = time.time()
-    run.fit(splits, transform, data_args)
-    return _finish(run, processor, splits, transform, data_args, model_args, time.time() - start)
+    run.fit()
+    return _finish(run, time.time() - start)
 
 
 def _make_accelerator(args: TrainArguments, output_dir: Path) -> Accelerator:
@@ -88,10 +85,10 @@ def _total_steps(args: TrainArguments, train, num_processes: int) -> int:
 class _Run:
     """The state of one training run and its step logic (kept apart from building things)."""
 
-    def __init__(self, accelerator, model, optimizer, scheduler, args, state, total_steps, output_dir):
+    def __init__(self, accelerator, model, optimizer, scheduler, args, state, total_steps, output_dir, task):
         self.accelerator, self.model, self.optimizer, self.scheduler = accelerator, model, optimizer, scheduler
         self.args, self.state, self.total_steps, self.output_dir = args, state, total_steps, output_dir
-        self.processor = self.transform = None  # set by train(); used for the image grids
+        self.task = task
         self.stats = BatchStats()
         self.usage_window = None  # (num_levels, K) code counts since the last log
         self.loss_window: list[float] = []
@@ -102,37 +99,31 @@ class _Run:
     def unwrapped(self):
         return self.accelerator.unwrap_model(self.model)
 
-    def fit(self, splits, transform, data_args: DataArguments) -> None:
+    def fit(self) -> None:
         bar = tqdm(total=self.total_steps, initial=self.state.global_step, desc="steps",
                    disable=not self.accelerator.is_local_main_process)  # fmt: skip
         self.model.train()
         while self.state.global_step < self.total_steps:
-            for batch in self._epoch_batches(splits, transform, data_args):
+            for batch in self._epoch_batches():
                 if self._micro_step(batch):
                     bar.update(1)
-                    self._after_step(bar, splits)
+                    self._after_step(bar)
                     if self.state.global_step >= self.total_steps:
                         break
             else:  # the epoch ran out before the last step
                 self.state.epoch, self.state.batches_in_epoch = self.state.epoch + 1, 0
         bar.close()
 
-    def _epoch_batches(self, splits, transform, data_args: DataArguments):
-        return batches_for_rank(
-            splits.train, splits.image_column, transform,
-            batch_size=self.args.train_batch_size, seed=self.args.seed, epoch=self.state.epoch,
-            rank=self.accelerator.process_index, world_size=self.accelerator.num_processes,
-            start_batch=self.state.batches_in_epoch, shuffle_buffer_size=data_args.shuffle_buffer_size,
-            stats=self.stats, with_ids=self.args.debug_rank_outputs,
-        )  # fmt: skip
+    def _epoch_batches(self):
+        return self.task.batches(self.state.epoch, self.state.batches_in_epoch, self.accelerator.process_index,
+                                 self.accelerator.num_processes, self.stats, self.args.debug_rank_outputs)  # fmt: skip
 
     def _micro_step(self, batch: dict) -> bool:
         """One micro-batch; returns True when it completed an optimizer step."""
         if self.args.debug_rank_outputs:
             self.seen_ids.extend(batch["example_ids"])
-        pixel_values = batch["pixel_values"].to(self.accelerator.device)
         with self.accelerator.accumulate(self.model):
-            output = self._forward(pixel_values)
+            output = self._forward(batch)
             if self._loss_is_finite(output.loss):
                 self.accelerator.backward(output.loss)
                 if self.accelerator.sync_gradients and self.args.max_grad_norm > 0:
@@ -141,17 +132,14 @@ class _Run:
                 self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
         self.state.batches_in_epoch += 1
-        self._record(output, pixel_values.shape[0])
+        self._record(output, len(next(iter(batch.values()))))
         if self.accelerator.sync_gradients:
             self.state.global_step += 1
             return True
         return False
 
-    def _forward(self, pixel_values: torch.Tensor):
-        if self.unwrapped.config.model_type == "vae":
-            pixel_values = binarize(pixel_values, self.args.binarize)  # dynamic: the global RNG, restored on resume
-            return self.model(pixel_values, num_latent_samples=self.args.num_latent_samples)
-        return self.model(pixel_values)
+    def _forward(self, batch: dict):
+        return self.task.forward(self.model, self.unwrapped.config, batch, self.accelerator.device)
 
     def _loss_is_finite(self, loss: torch.Tensor) -> bool:
         finite = torch.isfinite(loss.detach()).float().reshape(1)
@@ -176,24 +164,22 @@ class _Run:
             usage = usage.detach().cpu()
             self.usage_window = usage if self.usage_window is None else self.usage_window + usage
 
-    def _after_step(self, bar, splits) -> None:
+    def _after_step(self, bar) -> None:
         step = self.state.global_step
         if step % self.args.logging_steps == 0 or step == self.total_steps:
             self._log(bar)
         if self.args.checkpointing_steps and step % self.args.checkpointing_steps == 0:
             save_checkpoint(self.accelerator, self.output_dir, self.state, self.args.checkpoints_total_limit)
         if self.args.image_logging_steps and step % self.args.image_logging_steps == 0:
-            self._write_image_grid(splits)
+            self._write_image_grid()
 
-    def _write_image_grid(self, splits) -> None:
+    def _write_image_grid(self) -> None:
         """Held-out inputs above their reconstructions, as images/step-<N>.png (main process)."""
-        if not self.accelerator.is_main_process:
-            return
-        first = next(iter(_eval_batches(splits, self.transform, 8, self.args.seed)))["pixel_values"]
-        folder = self.output_dir / "images"
-        folder.mkdir(parents=True, exist_ok=True)
-        grid = reconstruction_grid(self.unwrapped, self.processor, first.to(self.accelerator.device))
-        grid.save(folder / f"step-{self.state.global_step}.png")
+        grid = self.task.grid(self.unwrapped) if self.accelerator.is_main_process else None
+        if grid is not None:
+            folder = self.output_dir / "images"
+            folder.mkdir(parents=True, exist_ok=True)
+            grid.save(folder / f"step-{self.state.global_step}.png")
 
     def _log(self, bar) -> None:
         elapsed = max(time.time() - self.time_of_log, 1e-9)
@@ -211,12 +197,13 @@ class _Run:
         self.images_since_log, self.time_of_log = 0, time.time()
 
 
-def _reset_dead_codes(run: _Run, splits, transform, data_args: DataArguments, num_batches: int = 4) -> None:
+def _reset_dead_codes(run: _Run, num_batches: int = 4) -> None:
     """Fine-tuning: codes that the new data never picks (over a few batches) restart from its encoder outputs."""
     model = run.unwrapped
     quantizers = getattr(model, "quantizers", None)
-    if quantizers is None:
-        raise ValueError("--reset_dead_codes applies to VQ models; a VAE has no codebook")
+    if quantizers is None or not isinstance(run.task, ImageTask):
+        raise ValueError("--reset_dead_codes applies to VQ-VAE / VQ-VAE-2 models, which have codebooks")
+    splits, transform = run.task.splits, run.task.transform
     batches = batches_for_rank(splits.train, splits.image_column, transform, batch_size=run.args.train_batch_size,
                                seed=run.args.seed, epoch=0, shuffle=False, drop_last=False)  # fmt: skip
     model.eval()
@@ -241,16 +228,16 @@ def _reset_dead_codes(run: _Run, splits, transform, data_args: DataArguments, nu
     model.train()
 
 
-def _finish(run: _Run, processor, splits, transform, data_args, model_args, wall_time: float) -> dict:
+def _finish(run: _Run, wall_time: float) -> dict:
     accelerator, model = run.accelerator, run.unwrapped
     accelerator.wait_for_everyone()
     if run.args.debug_rank_outputs:
         _write_rank_outputs(run, model)
     metrics = {}
     if accelerator.is_main_process:
-        metrics = _evaluate(model, splits, transform, run.args)
+        metrics = run.task.evaluate(model)
         metrics.update(skipped_images=run.stats.skipped, train_steps=run.state.global_step)
-        _write_outputs(run, model, processor, splits, transform, metrics, data_args, wall_time)
+        _write_outputs(run, model, metrics, wall_time)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return metrics
@@ -264,32 +251,14 @@ def _write_rank_outputs(run: _Run, model) -> None:
     save_file(state, run.output_dir / f"weights_rank{rank}.safetensors")
 
 
-def _eval_batches(splits, transform, batch_size: int, seed: int):
-    return batches_for_rank(splits.eval, splits.image_column, transform, batch_size=batch_size, seed=seed, epoch=0,
-                            shuffle=False, drop_last=False)  # fmt: skip
-
-
-def _evaluate(model, splits, transform, args: TrainArguments) -> dict:
-    batches = _eval_batches(splits, transform, args.eval_batch_size, args.seed)
-    moved = ({"pixel_values": b["pixel_values"].to(model.device)} for b in batches)
-    if model.config.model_type == "vae":
-        generator = torch.Generator(device=model.device).manual_seed(args.seed)
-        return to_jsonable(evaluate_vae(model, moved, binarize=args.binarize, generator=generator))
-    return to_jsonable(evaluate_vq(model, moved))
-
-
-def _write_outputs(run: _Run, model, processor, splits, transform, metrics, data_args, wall_time) -> None:
+def _write_outputs(run: _Run, model, metrics: dict, wall_time: float) -> None:
     output_dir = run.output_dir
     output_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(output_dir)
-    processor.save_pretrained(output_dir)
-    first = next(iter(_eval_batches(splits, transform, 8, run.args.seed)))["pixel_values"].to(model.device)
-    reconstruction_grid(model, processor, first).save(output_dir / "reconstructions.png")
-    if model.config.model_type == "vae":
-        sample_grid(model, processor, seed=run.args.seed).save(output_dir / "samples.png")
+    run.task.write_artifacts(model, output_dir)
     write_metrics(output_dir, metrics)
     training = dict(
-        dataset=splits.source, steps=run.state.global_step, batch_size=run.args.train_batch_size,
+        dataset=run.task.source, steps=run.state.global_step, batch_size=run.args.train_batch_size,
         processes=run.accelerator.num_processes, wall_time_s=wall_time,
         hardware=f"{run.accelerator.device.type} ({platform.processor() or platform.machine()})",
     )  # fmt: skip

@@ -1,0 +1,137 @@
+"""What is trained on what: images for the autoencoders, code datasets for the priors.
+
+A task gives the training loop its batches, its forward pass, its held-out metrics and the files a finished run
+writes beside the weights; the loop itself (optimisation, checkpoints, logging) is the same for every model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..data import BatchStats, DataArguments, ImageTransform, batches_for_rank, load_image_splits
+from ..data.codes import INFO_FILE, check_prior_matches, code_batches, load_codes
+from ..evaluation import binarize, evaluate_vae, evaluate_vq, to_jsonable
+from .artifacts import reconstruction_grid, sample_grid
+from .builders import build_processor
+
+logger = logging.getLogger(__name__)
+
+
+class ImageTask:
+    """VAE / VQ-VAE / VQ-VAE-2 on an image dataset (Hub id, local folder, imagefolder, sklearn digits)."""
+
+    def __init__(self, model, data_args: DataArguments, args, seed: int):
+        self.args, self.data_args = args, data_args
+        self.processor = build_processor(model.config)
+        self.splits = load_image_splits(data_args, seed=seed)
+        self.transform = ImageTransform(model.config.image_size, model.config.num_channels,
+                                        self.processor.value_range, data_args.center_crop, data_args.random_flip)  # fmt: skip
+        self.source = self.splits.source
+
+    @property
+    def train_dataset(self):
+        return self.splits.train
+
+    def batches(self, epoch: int, start_batch: int, rank: int, world_size: int, stats: BatchStats, with_ids: bool):
+        return batches_for_rank(
+            self.splits.train, self.splits.image_column, self.transform,
+            batch_size=self.args.train_batch_size, seed=self.args.seed, epoch=epoch, rank=rank,
+            world_size=world_size, start_batch=start_batch, shuffle_buffer_size=self.data_args.shuffle_buffer_size,
+            stats=stats, with_ids=with_ids,
+        )  # fmt: skip
+
+    def forward(self, model, config, batch: dict, device):
+        pixel_values = batch["pixel_values"].to(device)
+        if config.model_type == "vae":
+            pixel_values = binarize(pixel_values, self.args.binarize)  # dynamic: the global RNG, restored on resume
+            return model(pixel_values, num_latent_samples=self.args.num_latent_samples)
+        return model(pixel_values)
+
+    def eval_batches(self, batch_size: int):
+        return batches_for_rank(self.splits.eval, self.splits.image_column, self.transform, batch_size=batch_size,
+                                seed=self.args.seed, epoch=0, shuffle=False, drop_last=False)  # fmt: skip
+
+    def evaluate(self, model) -> dict:
+        moved = ({"pixel_values": b["pixel_values"].to(model.device)} for b in self.eval_batches(self.args.eval_batch_size))
+        if model.config.model_type == "vae":
+            generator = torch.Generator(device=model.device).manual_seed(self.args.seed)
+            return to_jsonable(evaluate_vae(model, moved, binarize=self.args.binarize, generator=generator))
+        return to_jsonable(evaluate_vq(model, moved))
+
+    def grid(self, model):
+        first = next(iter(self.eval_batches(8)))["pixel_values"].to(model.device)
+        return reconstruction_grid(model, self.processor, first)
+
+    def write_artifacts(self, model, output_dir: Path) -> None:
+        self.processor.save_pretrained(output_dir)
+        self.grid(model).save(output_dir / "reconstructions.png")
+        if model.config.model_type == "vae":
+            sample_grid(model, self.processor, seed=self.args.seed).save(output_dir / "samples.png")
+
+
+class PriorTask:
+    """A PixelCNN or transformer prior on one level of a codes dataset (scripts/extract_codes.py)."""
+
+    def __init__(self, model, codes_dataset: str, level: int, args):
+        self.args, self.level, self.folder = args, level, Path(codes_dataset)
+        self.dataset, self.info = load_codes(codes_dataset)
+        config = model.config
+        check_prior_matches(self.info, level, config.num_embeddings, config.num_classes,
+                            getattr(config, "condition_num_embeddings", 0))  # fmt: skip
+        self.with_labels = config.num_classes > 0
+        if self.with_labels and not self.info.num_classes:
+            raise ValueError(f"the prior is class-conditional but {codes_dataset} has no labels; set --num_classes 0")
+        self.eval_split = "test" if "test" in self.dataset else "train"
+        self.source = str(codes_dataset)
+
+    @property
+    def train_dataset(self):
+        return self.dataset["train"]
+
+    def batches(self, epoch: int, start_batch: int, rank: int, world_size: int, stats: BatchStats, with_ids: bool):
+        return code_batches(self.dataset["train"], self.level, batch_size=self.args.train_batch_size,
+                            seed=self.args.seed, epoch=epoch, rank=rank, world_size=world_size,
+                            start_batch=start_batch, with_labels=self.with_labels)  # fmt: skip
+
+    def forward(self, model, config, batch: dict, device):
+        inputs = {key: value.to(device) for key, value in batch.items()}
+        return model(**inputs)
+
+    @torch.no_grad()
+    def evaluate(self, model) -> dict:
+        """Cross-entropy of the held-out codes: nats per code and bits per image dimension."""
+        was_training = model.training
+        model.eval()
+        total, count = 0.0, 0
+        for batch in code_batches(self.dataset[self.eval_split], self.level, batch_size=self.args.eval_batch_size,
+                                  seed=0, epoch=0, shuffle=False, drop_last=False, with_labels=self.with_labels):  # fmt: skip
+            inputs = {key: value.to(model.device) for key, value in batch.items()}
+            logits = model(**inputs).logits.float()
+            total += float(F.cross_entropy(logits, inputs["codes"], reduction="sum"))
+            count += inputs["codes"].numel()
+        model.train(was_training)
+        nats = total / max(count, 1)
+        return {"nll_nats_per_code": nats, "nll_bits_per_code": nats / math.log(2), "eval_codes": count,
+                "bits_per_dim": self.info.bits_per_dim(nats, level=self.level), "level": self.level}  # fmt: skip
+
+    def grid(self, model):
+        return None  # priors log no reconstruction grid
+
+    def write_artifacts(self, model, output_dir: Path) -> None:
+        # The codes' provenance travels with the prior, so a pipeline can check it against its decoder.
+        info = json.loads((self.folder / INFO_FILE).read_text())
+        (Path(output_dir) / INFO_FILE).write_text(json.dumps({**info, "level": self.level}, indent=2))
+
+
+def make_task(model, model_args, data_args: DataArguments, args):
+    if model.config.model_type in ("pixelcnn_prior", "transformer_prior"):
+        if model_args.codes_dataset is None:
+            raise ValueError("a prior trains on codes: pass --codes_dataset DIR (made by scripts/extract_codes.py)")
+        return PriorTask(model, model_args.codes_dataset, model_args.level, args)
+    return ImageTask(model, data_args, args, args.seed)
