@@ -1,0 +1,5 @@
+"""Sampling pipelines (diffusers `DiffusionPipeline`s) over the priors and the VQ decoders."""
+
+from .vqvae2_pipeline import VQVAE2Pipeline, check_priors_match, rejection_sample
+
+__all__ = ["VQVAE2Pipeline", "check_priors_match", "rejection_sample"]

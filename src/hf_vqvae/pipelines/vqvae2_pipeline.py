@@ -1,0 +1,210 @@
+"""Sampling pipeline: one prior per level (top first) and the VQ-VAE decoder, as a diffusers `DiffusionPipeline`.
+
+Ancestral sampling (VQ-VAE-2 §3.2): the top prior samples the top codes, each lower prior samples its level
+conditioned on the level above, and the decoder maps all levels to pixels. A single-level VQ-VAE takes one prior.
+Also: completion / inpainting (keep the codes of a known region, resample the rest), reconstruction (encode ->
+decode, the papers' denoising use) and classifier-based rejection sampling (VQ-VAE-2 §3.3).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from diffusers import DiffusionPipeline
+from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
+
+MAX_LEVELS = 3
+
+
+class VQVAE2Pipeline(DiffusionPipeline):
+    r"""
+    Generate images from a VQ-VAE or VQ-VAE-2 and its priors.
+
+    Args:
+        vqvae ([`VQVAEModel`] or [`VQVAE2Model`]): the decoder (and encoder, for inpainting and reconstruction).
+        prior_level_0: the prior of the top level ([`PixelCNNPriorModel`] or [`TransformerPriorModel`]).
+        prior_level_1, prior_level_2 (*optional*): the priors of the lower levels, each conditioned on the level above.
+
+    Example:
+
+    ```python
+    >>> pipe = VQVAE2Pipeline(vqvae=vqvae, prior_level_0=top_prior, prior_level_1=bottom_prior)
+    >>> images = pipe(batch_size=4, class_labels=[1, 2, 3, 4], temperature=0.9, generator=torch.manual_seed(0)).images
+    ```
+    """
+
+    model_cpu_offload_seq = "prior_level_0->prior_level_1->prior_level_2->vqvae"
+    _optional_components = ["prior_level_1", "prior_level_2"]
+
+    def __init__(self, vqvae, prior_level_0, prior_level_1=None, prior_level_2=None):
+        super().__init__()
+        priors = [prior for prior in (prior_level_0, prior_level_1, prior_level_2) if prior is not None]
+        check_priors_match(vqvae, priors, given=[p is not None for p in (prior_level_0, prior_level_1, prior_level_2)])
+        self.register_modules(vqvae=vqvae, prior_level_0=prior_level_0, prior_level_1=prior_level_1,
+                              prior_level_2=prior_level_2)  # fmt: skip
+
+    @property
+    def priors(self) -> list:
+        return [p for p in (self.prior_level_0, self.prior_level_1, self.prior_level_2) if p is not None]
+
+    @property
+    def value_range(self) -> tuple[float, float]:
+        return (-1.0, 1.0)
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        batch_size: int = 1,
+        class_labels: list[int] | torch.LongTensor | None = None,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        generator: torch.Generator | None = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+        image_size: int | list[int] | None = None,
+    ) -> ImagePipelineOutput | tuple:
+        """Sample `batch_size` images (class-conditional when the priors are); `image_size` defaults to the
+        decoder's training resolution."""
+        # 1. check the inputs
+        labels = self._class_labels(class_labels, batch_size)
+        shapes = self.vqvae.config.latent_shapes(image_size)
+        # 2. ancestral sampling of the codes, top level first
+        codes = self.sample_codes(batch_size, shapes, labels, temperature, top_k, top_p, generator)
+        # 3. decode and post-process
+        images = self.vqvae.decode_code(codes)
+        return self._output(images, output_type, return_dict)
+
+    def sample_codes(self, batch_size, shapes, labels, temperature=1.0, top_k=None, top_p=None, generator=None,
+                     fixed_codes=None, fixed_masks=None) -> list[torch.LongTensor]:  # fmt: skip
+        """Codes per level, top first; where `fixed_masks[l]` is True the code `fixed_codes[l]` is kept."""
+        codes = []
+        for level, (prior, shape) in enumerate(zip(self.priors, shapes)):
+            kwargs = dict(class_labels=labels if prior.config.num_classes else None, temperature=temperature,
+                          top_k=top_k, top_p=top_p, generator=generator)  # fmt: skip
+            if level > 0:
+                kwargs["condition_codes"] = codes[level - 1]
+            if fixed_masks is not None:
+                kwargs.update(fixed_codes=fixed_codes[level], fixed_mask=fixed_masks[level])
+            codes.append(prior.sample(batch_size, shape=tuple(shape), **kwargs).to(self.vqvae.device))
+        return codes
+
+    @torch.no_grad()
+    def inpaint(self, pixel_values: torch.Tensor, mask: torch.Tensor, class_labels=None, temperature: float = 1.0,
+                generator: torch.Generator | None = None, output_type: str = "pil") -> ImagePipelineOutput:  # fmt: skip
+        """Resample the region where `mask` (B, H, W) is True, keeping the codes of the rest (the priors condition
+        on every fixed code before a position in raster order, so completing the lower part of an image is a mask
+        over its lower rows). `pixel_values` are model inputs in [-1, 1]."""
+        if mask.shape != (pixel_values.shape[0], *pixel_values.shape[-2:]):
+            raise ValueError(f"mask must have shape (batch, height, width) = {(pixel_values.shape[0], *pixel_values.shape[-2:])}, got {tuple(mask.shape)}")
+        encoded = self.vqvae.encode(pixel_values.to(self.vqvae.device)).codes
+        keep = [~_mask_to_codes(mask.to(self.vqvae.device), code.shape[-2:]) for code in encoded]
+        labels = self._class_labels(class_labels, pixel_values.shape[0])
+        shapes = [code.shape[-2:] for code in encoded]
+        codes = self.sample_codes(pixel_values.shape[0], shapes, labels, temperature, generator=generator,
+                                  fixed_codes=encoded, fixed_masks=keep)  # fmt: skip
+        return self._output(self.vqvae.decode_code(codes), output_type, True)
+
+    @torch.no_grad()
+    def reconstruct(self, pixel_values: torch.Tensor, output_type: str = "pil") -> ImagePipelineOutput:
+        """Encode -> decode (the papers' denoising / compression use)."""
+        codes = self.vqvae.encode(pixel_values.to(self.vqvae.device)).codes
+        return self._output(self.vqvae.decode_code(codes), output_type, True)
+
+    def _class_labels(self, class_labels, batch_size: int) -> torch.LongTensor | None:
+        num_classes = self.prior_level_0.config.num_classes
+        if class_labels is None:
+            if num_classes:
+                raise ValueError(f"the priors are class-conditional ({num_classes} classes): pass class_labels")
+            return None
+        if not num_classes:
+            raise ValueError("the priors are unconditional: class_labels must be None")
+        labels = torch.as_tensor(class_labels, dtype=torch.long, device=self.vqvae.device).reshape(-1)
+        if labels.numel() == 1:
+            labels = labels.expand(batch_size)
+        if labels.numel() != batch_size:
+            raise ValueError(f"class_labels has {labels.numel()} entries for batch_size {batch_size}")
+        if int(labels.min()) < 0 or int(labels.max()) >= num_classes:
+            raise ValueError(f"class labels must lie in [0, {num_classes}), got {labels.tolist()}")
+        return labels
+
+    def _output(self, images: torch.Tensor, output_type: str, return_dict: bool):
+        unit = ((images.float() + 1.0) / 2.0).clamp(0.0, 1.0)  # [-1, 1] -> [0, 1]
+        if output_type == "pt":
+            result = unit
+        elif output_type in ("np", "pil"):
+            result = unit.permute(0, 2, 3, 1).cpu().numpy()
+            if output_type == "pil":
+                result = self.numpy_to_pil(result)
+        else:
+            raise ValueError(f"output_type must be 'pil', 'np' or 'pt', got {output_type!r}")
+        return ImagePipelineOutput(images=result) if return_dict else (result,)
+
+
+def _mask_to_codes(mask: torch.Tensor, shape) -> torch.Tensor:
+    """A pixel mask (B, H, W) -> a code-grid mask: a code is resampled if any of its pixels is masked."""
+    return F.adaptive_max_pool2d(mask.float()[:, None], tuple(shape))[:, 0] > 0
+
+
+def check_priors_match(vqvae, priors: list, given: list[bool]) -> None:
+    """Refuse, at construction, priors whose codebook, code shape, level count or conditioning do not fit."""
+    config = vqvae.config
+    levels = config.num_levels
+    if given[0] is False:
+        raise ValueError("prior_level_0 (the top prior) is required")
+    if any(given[len(priors):]) or len(priors) != levels:
+        raise ValueError(f"the decoder has {levels} level(s) but {len(priors)} prior(s) were given, in order from the top")
+    shapes = config.latent_shapes()
+    for level, (prior, shape) in enumerate(zip(priors, shapes)):
+        prior_config = prior.config
+        if prior_config.num_embeddings != config.num_embeddings:
+            raise ValueError(f"prior_level_{level} models K = {prior_config.num_embeddings} codes but the decoder's "
+                             f"codebook has K = {config.num_embeddings}")  # fmt: skip
+        code_shape = getattr(prior_config, "code_shape", None)
+        if code_shape is not None and list(code_shape) != list(shape):
+            raise ValueError(f"prior_level_{level} was trained on {list(code_shape)} code maps but the decoder's level "
+                             f"{level} is {list(shape)} at its image size {config.image_size}")  # fmt: skip
+        condition = getattr(prior_config, "condition_num_embeddings", 0)
+        if level > 0 and condition != config.num_embeddings:
+            raise ValueError(f"prior_level_{level} must be conditioned on the {config.num_embeddings} codes of level "
+                             f"{level - 1} (its condition_num_embeddings is {condition})")  # fmt: skip
+        if level == 0 and condition:
+            raise ValueError("prior_level_0 is conditioned on an upper level, but it is the top level")
+        if prior_config.num_classes != priors[0].config.num_classes:
+            raise ValueError("all priors must share the same class conditioning (num_classes)")
+
+
+def rejection_sample(pipe: VQVAE2Pipeline, classifier: Callable[[torch.Tensor], torch.Tensor], class_label: int,
+                     num_samples: int, threshold: float | None = None, keep_fraction: float | None = None,
+                     batch_size: int = 16, generator: torch.Generator | None = None, **sampling) -> dict:  # fmt: skip
+    """Classifier-based rejection sampling (VQ-VAE-2 §3.3): keep samples whose classifier probability for
+    `class_label` is above `threshold`, or the top `keep_fraction` of them.
+
+    `classifier` maps images in [0, 1] `(B, C, H, W)` to logits `(B, num_classes)` (wrap a transformers
+    `AutoModelForImageClassification` with its processor to get one). Returns `images` (kept, [0, 1] tensors),
+    `probabilities` (of every sample), `acceptance_rate`.
+    """
+    if (threshold is None) == (keep_fraction is None):
+        raise ValueError("give exactly one of threshold (a probability) or keep_fraction (in (0, 1])")
+    if keep_fraction is not None and not 0.0 < keep_fraction <= 1.0:
+        raise ValueError(f"keep_fraction must lie in (0, 1], got {keep_fraction}")
+    images, probabilities = [], []
+    for start in range(0, num_samples, batch_size):
+        count = min(batch_size, num_samples - start)
+        batch = pipe(count, class_labels=[class_label] * count, generator=generator, output_type="pt", **sampling).images
+        with torch.no_grad():
+            probabilities.append(torch.softmax(classifier(batch).float(), dim=-1)[:, class_label].cpu())
+        images.append(batch.cpu())
+    images, probabilities = torch.cat(images), torch.cat(probabilities)
+    if threshold is not None:
+        keep = probabilities >= threshold
+    else:
+        keep = torch.zeros_like(probabilities, dtype=torch.bool)
+        keep[probabilities.argsort(descending=True)[: max(1, int(round(keep_fraction * num_samples)))]] = True
+    return {"images": images[keep], "probabilities": probabilities, "acceptance_rate": float(keep.float().mean()),
+            "kept": keep}  # fmt: skip
+
+
+__all__ = ["VQVAE2Pipeline", "check_priors_match", "rejection_sample"]
