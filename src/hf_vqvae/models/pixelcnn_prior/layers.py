@@ -121,15 +121,22 @@ class GatedMaskedConvLayer(nn.Module):
         )
         self.dropout = nn.Dropout(dropout)
 
+    def class_term(self, class_labels: torch.Tensor | None) -> torch.Tensor | None:
+        """V^T h of eq. 4 for the class embedding h: (B, 2C, 1, 1), or None without classes."""
+        if self.class_embedding is None:
+            return None
+        return self.class_embedding(class_labels)[:, :, None, None]
+
+    def spatial_term(self, spatial: torch.Tensor | None) -> torch.Tensor | None:
+        """V * s of eq. 5, a 1x1 conv of the condition map (B, Cc, H, W) -> (B, 2C, H, W); None without it."""
+        if self.condition_projection is None:
+            return None
+        return self.condition_projection(spatial)
+
     def condition(self, class_labels: torch.Tensor | None, spatial: torch.Tensor | None) -> torch.Tensor | None:
         """The conditioning term added into both stacks' gates: (B, 2C, 1, 1), (B, 2C, H, W) or None."""
-        term = None
-        if self.class_embedding is not None:
-            term = self.class_embedding(class_labels)[:, :, None, None]  # V^T h of eq. 4: (B, 2C, 1, 1)
-        if self.condition_projection is not None:
-            projected = self.condition_projection(spatial)  # V * s of eq. 5: (B, 2C, H, W)
-            term = projected if term is None else term + projected
-        return term
+        terms = [term for term in (self.class_term(class_labels), self.spatial_term(spatial)) if term is not None]
+        return None if not terms else terms[0] if len(terms) == 1 else terms[0] + terms[1]
 
     def vertical_features(self, vertical: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) vertical input -> (B, 2C, H, W) features; row i sees input rows i - h .. i."""

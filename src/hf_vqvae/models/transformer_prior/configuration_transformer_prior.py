@@ -4,12 +4,14 @@ The VQ-VAE papers (van den Oord et al. 2017; Razavi et al. 2019) fit PixelCNN / 
 maps; this is the transformer alternative (a GPT-2 over the codes in raster order, as in Esser et al.'s "Taming
 Transformers"), built on transformers' `GPT2LMHeadModel`.
 
-Token layout (one vocabulary, `vocab_size = num_embeddings + num_classes + condition_num_embeddings + 1`):
+Token layout (one vocabulary, `vocab_size = num_embeddings + num_classes + condition_num_embeddings + 2`):
 
     [0, K)                     the K = num_embeddings code tokens of the modelled level
     [K, K + C)                 the C = num_classes class tokens (none when num_classes = 0)
     [K + C, K + C + Kc)        the Kc = condition_num_embeddings tokens of the upper level's codes (none when 0)
-    K + C + Kc                 BOS (also GPT-2's eos_token_id and pad_token_id; it is never generated)
+    K + C + Kc                 BOS (also GPT-2's eos_token_id: it is never generated, so no sample stops early)
+    K + C + Kc + 1             PAD: GPT-2's pad_token_id, never in a sequence (batches are never padded; a pad id
+                               distinct from BOS keeps transformers from mistaking the BOS for padding)
 
 Sequence of one example:
 
@@ -114,8 +116,8 @@ class TransformerPriorConfig(_PresetMixin, PreTrainedConfig):
     ```python
     >>> from hf_vqvae.models.transformer_prior import TransformerPriorConfig, TransformerPriorModel
     >>> config = TransformerPriorConfig.from_preset("mnist")
-    >>> config.vocab_size, config.bos_token_id, config.n_positions  # 128 codes + 10 classes + BOS; 1 + 1 + 49
-    (139, 138, 51)
+    >>> config.vocab_size, config.bos_token_id, config.n_positions  # 128 codes + 10 classes + BOS + PAD; 1 + 1 + 49
+    (140, 138, 51)
     >>> model = TransformerPriorModel(config)
     ```
     """
@@ -248,13 +250,18 @@ class TransformerPriorConfig(_PresetMixin, PreTrainedConfig):
 
     @property
     def bos_token_id(self) -> int:
-        """The BOS token, which separates the prefix from the codes (also GPT-2's EOS and padding token)."""
+        """The BOS token, which separates the prefix from the codes (also GPT-2's EOS token)."""
         return self.num_embeddings + self.num_classes + self.condition_num_embeddings
 
     @property
-    def vocab_size(self) -> int:
-        """Codes, class tokens, condition tokens and BOS."""
+    def pad_token_id(self) -> int:
+        """GPT-2's padding token; it never appears in a sequence."""
         return self.bos_token_id + 1
+
+    @property
+    def vocab_size(self) -> int:
+        """Codes, class tokens, condition tokens, BOS and PAD."""
+        return self.bos_token_id + 2
 
     @property
     def code_positions(self) -> int:

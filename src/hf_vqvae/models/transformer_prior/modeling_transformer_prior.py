@@ -19,7 +19,7 @@ from transformers import GenerationConfig, GPT2Config, GPT2LMHeadModel, LogitsPr
 from transformers import PreTrainedModel
 from transformers.utils import ModelOutput
 
-from .configuration_transformer_prior import TransformerPriorConfig
+from .configuration_transformer_prior import TransformerPriorConfig, _check_int
 
 
 @dataclass
@@ -55,12 +55,6 @@ class CodeOnlyLogitsProcessor(LogitsProcessor):
         return scores
 
 
-# Duplicated from configuration_transformer_prior.py's helpers in spirit (kept local: the check reads a model call).
-def _check_int(name: str, value, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-
-
 def _is_integer_tensor(value) -> bool:
     return isinstance(value, torch.Tensor) and not (value.is_floating_point() or value.is_complex()) and (
         value.dtype != torch.bool
@@ -82,11 +76,11 @@ def _gpt2_config(config: TransformerPriorConfig) -> GPT2Config:
         attn_pdrop=config.attn_pdrop,
         layer_norm_epsilon=config.layer_norm_epsilon,
         initializer_range=config.initializer_range,
-        # GPT-2's defaults (50256) lie outside this vocabulary; BOS is never generated (sampling masks it), so it
-        # serves as EOS and padding too and nothing stops a sample early.
+        # GPT-2's defaults (50256) lie outside this vocabulary. BOS is never generated (sampling masks it), so it
+        # serves as EOS and nothing stops a sample early; PAD never appears in a sequence.
         bos_token_id=config.bos_token_id,
         eos_token_id=config.bos_token_id,
-        pad_token_id=config.bos_token_id,
+        pad_token_id=config.pad_token_id,
         # An untied output head: the prefix tokens are inputs only, and every weight is saved under its own name.
         tie_word_embeddings=False,
         use_cache=True,
@@ -234,7 +228,7 @@ class TransformerPriorModel(PreTrainedModel):
             use_cache=bool(use_cache),
             bos_token_id=bos,
             eos_token_id=bos,
-            pad_token_id=bos,
+            pad_token_id=self.config.pad_token_id,
         )
         was_training = self.training
         self.eval()
@@ -306,7 +300,7 @@ class TransformerPriorModel(PreTrainedModel):
                 f"LongTensor with values in [0, {num_classes})"
             )
         if not isinstance(class_labels, torch.Tensor) or tuple(class_labels.shape) != (batch,):
-            shape = tuple(class_labels.shape) if isinstance(class_labels, torch.Tensor) else type(class_labels).__name__
+            shape = tuple(class_labels.shape) if isinstance(class_labels, torch.Tensor) else type(class_labels)
             raise ValueError(f"class_labels must be a LongTensor of shape ({batch},) (one label per map), got {shape}")
         if not _is_integer_tensor(class_labels):
             raise ValueError(f"class_labels must hold integer labels (a LongTensor), got dtype {class_labels.dtype}")
@@ -333,12 +327,13 @@ class TransformerPriorModel(PreTrainedModel):
                 f"(e.g. of shape ({batch}, {config.condition_shape[0]}, {config.condition_shape[1]}))"
             )
         if not isinstance(condition_codes, torch.Tensor) or condition_codes.dim() != 3:
-            shape = tuple(condition_codes.shape) if isinstance(condition_codes, torch.Tensor) else type(condition_codes)
+            is_tensor = isinstance(condition_codes, torch.Tensor)
+            shape = tuple(condition_codes.shape) if is_tensor else type(condition_codes)
             raise ValueError(f"condition_codes must be a (batch, height, width) LongTensor, got {shape}")
         if condition_codes.shape[0] != batch:
             raise ValueError(
-                f"condition_codes hold {condition_codes.shape[0]} maps but the batch has {batch}; pass one upper-level "
-                f"code map per code map"
+                f"condition_codes hold {condition_codes.shape[0]} maps but the batch has {batch}; pass one "
+                f"upper-level code map per code map"
             )
         if not _is_integer_tensor(condition_codes):
             raise ValueError(f"condition_codes must hold integer code indices, got dtype {condition_codes.dtype}")

@@ -1,0 +1,74 @@
+#!/usr/bin/env python
+"""Sample images from a VQ-VAE / VQ-VAE-2 and its priors and write a grid PNG.
+
+    python scripts/sample.py --pipeline outputs/mnist-pipeline --num_images 16 --class_labels 0 1 2 3 --output grid.png
+    python scripts/sample.py --vqvae outputs/vqvae-mnist --priors outputs/prior-mnist --num_images 16 --output grid.png
+
+`--pipeline` reads a folder written by `VQVAE2Pipeline.save_pretrained`; `--vqvae` + `--priors` (top level first)
+assemble one, and `--save_pipeline DIR` saves it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+import torch
+from transformers import AutoModel
+
+import hf_vqvae  # noqa: F401  (registers the Auto classes)
+from hf_vqvae.pipelines import VQVAE2Pipeline
+from hf_vqvae.training.artifacts import image_grid
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--pipeline", help="a saved VQVAE2Pipeline folder")
+    source.add_argument("--vqvae", help="a saved VQ-VAE / VQ-VAE-2 folder or Hub id (with --priors)")
+    parser.add_argument("--priors", nargs="+", default=[], help="saved prior folders, top level first")
+    parser.add_argument("--num_images", type=int, default=16)
+    parser.add_argument("--class_labels", type=int, nargs="*", default=None, help="one label, or one per image")
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--top_k", type=int, default=None)
+    parser.add_argument("--top_p", type=float, default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", default="samples.png", help="the grid PNG to write")
+    parser.add_argument("--save_pipeline", default=None, help="also save the assembled pipeline here")
+    args = parser.parse_args(argv)
+    if args.vqvae and not args.priors:
+        parser.error("--vqvae needs --priors (one per level, top first)")
+    if args.num_images < 1:
+        parser.error("--num_images must be >= 1")
+    return args
+
+
+def load_pipeline(args: argparse.Namespace) -> VQVAE2Pipeline:
+    if args.pipeline:
+        return VQVAE2Pipeline.from_pretrained(args.pipeline)
+    priors = {f"prior_level_{level}": AutoModel.from_pretrained(path) for level, path in enumerate(args.priors)}
+    return VQVAE2Pipeline(vqvae=AutoModel.from_pretrained(args.vqvae), **priors)
+
+
+def main(args: argparse.Namespace) -> Path:
+    pipe = load_pipeline(args)
+    if args.save_pipeline:
+        pipe.save_pretrained(args.save_pipeline)
+    labels = args.class_labels
+    if labels and len(labels) == 1:
+        labels = labels * args.num_images
+    generator = torch.Generator().manual_seed(args.seed)
+    images = pipe(args.num_images, class_labels=labels, temperature=args.temperature, top_k=args.top_k,
+                  top_p=args.top_p, generator=generator).images  # fmt: skip
+    columns = math.ceil(math.sqrt(len(images)))
+    grid = image_grid([images[row : row + columns] for row in range(0, len(images), columns)])
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    grid.save(output)
+    print(f"wrote {output} ({len(images)} images)")
+    return output
+
+
+if __name__ == "__main__":
+    main(parse_args())
