@@ -39,7 +39,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--datasets", default=str(DATASETS), help="folder holding mnist/ and frey_faces/")
     parser.add_argument("--output_dir", default="outputs/quality", help="where the trained models go")
     parser.add_argument("--vqvae_steps", type=int, default=2000, help="VQ-VAE optimizer steps (batch 128)")
-    parser.add_argument("--vae_steps", type=int, default=40000, help="MNIST VAE optimizer steps (batch 100)")
+    parser.add_argument("--vae_steps", type=int, default=30000, help="MNIST VAE optimizer steps (batch 100)")
     parser.add_argument("--frey_steps", type=int, default=3000, help="Frey Face VAE optimizer steps (batch 100)")
     parser.add_argument("--nll_samples", type=int, default=1000, help="importance samples k per test image")
     parser.add_argument("--nll_images", type=int, default=10000, help="test images for the NLL estimate")
