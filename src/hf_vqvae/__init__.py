@@ -7,6 +7,8 @@ Importing the package registers every config, model and image processor with the
 from transformers import AutoConfig, AutoImageProcessor, AutoModel
 
 from .image_processing import VQImageProcessor
+from .models.pixelcnn_prior import PixelCNNPriorConfig, PixelCNNPriorModel
+from .models.transformer_prior import TransformerPriorConfig, TransformerPriorModel
 from .models.vae import VAEConfig, VAEModel
 from .models.vqvae import (
     QuantizerOutput,
@@ -19,14 +21,22 @@ from .models.vqvae import (
 
 __version__ = "0.1.0"
 
-_MODEL_CLASSES = {VAEConfig: VAEModel, VQVAEConfig: VQVAEModel, VQVAE2Config: VQVAE2Model}
+_MODEL_CLASSES = {
+    VAEConfig: VAEModel,
+    VQVAEConfig: VQVAEModel,
+    VQVAE2Config: VQVAE2Model,
+    PixelCNNPriorConfig: PixelCNNPriorModel,
+    TransformerPriorConfig: TransformerPriorModel,
+}
+_IMAGE_MODELS = (VAEConfig, VQVAEConfig, VQVAE2Config)
 
 
 def _register() -> None:
     for config_class, model_class in _MODEL_CLASSES.items():
         AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
         AutoModel.register(config_class, model_class, exist_ok=True)
-        AutoImageProcessor.register(config_class, image_processor_classes={"pil": VQImageProcessor}, exist_ok=True)
+        if config_class in _IMAGE_MODELS:
+            AutoImageProcessor.register(config_class, image_processor_classes={"pil": VQImageProcessor}, exist_ok=True)
         # save_pretrained then writes the model folder's code and an auto_map, so the saved folder also loads
         # with trust_remote_code=True where hf_vqvae is not installed.
         config_class.register_for_auto_class("AutoConfig")
@@ -40,8 +50,14 @@ def list_presets() -> dict[str, list[str]]:
 
 _register()
 
+from .pipelines import VQVAE2Pipeline  # noqa: E402  (after registration: the pipeline loads models by class)
+
 __all__ = [
+    "PixelCNNPriorConfig",
+    "PixelCNNPriorModel",
     "QuantizerOutput",
+    "TransformerPriorConfig",
+    "TransformerPriorModel",
     "VAEConfig",
     "VAEModel",
     "VQImageProcessor",
@@ -49,6 +65,7 @@ __all__ = [
     "VQVAE2Model",
     "VQVAEConfig",
     "VQVAEModel",
+    "VQVAE2Pipeline",
     "VectorQuantizer",
     "list_presets",
 ]

@@ -8,6 +8,7 @@ decode, the papers' denoising use) and classifier-based rejection sampling (VQ-V
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
 import torch
@@ -94,18 +95,30 @@ class VQVAE2Pipeline(DiffusionPipeline):
     @torch.no_grad()
     def inpaint(self, pixel_values: torch.Tensor, mask: torch.Tensor, class_labels=None, temperature: float = 1.0,
                 generator: torch.Generator | None = None, output_type: str = "pil") -> ImagePipelineOutput:  # fmt: skip
-        """Resample the region where `mask` (B, H, W) is True, keeping the codes of the rest (the priors condition
-        on every fixed code before a position in raster order, so completing the lower part of an image is a mask
-        over its lower rows). `pixel_values` are model inputs in [-1, 1]."""
-        if mask.shape != (pixel_values.shape[0], *pixel_values.shape[-2:]):
-            raise ValueError(f"mask must have shape (batch, height, width) = {(pixel_values.shape[0], *pixel_values.shape[-2:])}, got {tuple(mask.shape)}")
+        """Resample the region where `mask` (B, H, W) is True and keep the rest; see `inpaint_codes`."""
+        codes = self.inpaint_codes(pixel_values, mask, class_labels, temperature, generator)
+        return self._output(self.vqvae.decode_code(codes), output_type, True)
+
+    @torch.no_grad()
+    def inpaint_codes(self, pixel_values: torch.Tensor, mask: torch.Tensor, class_labels=None,
+                      temperature: float = 1.0, generator: torch.Generator | None = None) -> list[torch.LongTensor]:  # fmt: skip
+        """Codes per level (top first) of `pixel_values` (in [-1, 1]) with the codes under `mask` resampled.
+
+        A code is resampled when any of its pixels is masked; every other code is kept, and the priors condition on
+        the kept codes before each position in raster order (completing the lower part of an image is a mask over
+        its lower rows). Needs priors whose `sample` takes `fixed_codes` (the PixelCNN prior).
+        """
+        expected = (pixel_values.shape[0], *pixel_values.shape[-2:])
+        if tuple(mask.shape) != expected:
+            raise ValueError(f"mask must have shape (batch, height, width) = {expected}, got {tuple(mask.shape)}")
+        if any("fixed_codes" not in inspect.signature(prior.sample).parameters for prior in self.priors):
+            raise ValueError("inpainting needs priors that sample around fixed codes (PixelCNNPriorModel)")
         encoded = self.vqvae.encode(pixel_values.to(self.vqvae.device)).codes
         keep = [~_mask_to_codes(mask.to(self.vqvae.device), code.shape[-2:]) for code in encoded]
         labels = self._class_labels(class_labels, pixel_values.shape[0])
         shapes = [code.shape[-2:] for code in encoded]
-        codes = self.sample_codes(pixel_values.shape[0], shapes, labels, temperature, generator=generator,
-                                  fixed_codes=encoded, fixed_masks=keep)  # fmt: skip
-        return self._output(self.vqvae.decode_code(codes), output_type, True)
+        return self.sample_codes(pixel_values.shape[0], shapes, labels, temperature, generator=generator,
+                                 fixed_codes=encoded, fixed_masks=keep)  # fmt: skip
 
     @torch.no_grad()
     def reconstruct(self, pixel_values: torch.Tensor, output_type: str = "pil") -> ImagePipelineOutput:

@@ -14,6 +14,10 @@ CITATIONS = {
     "vqvae": "van den Oord, Vinyals & Kavukcuoglu (2017), Neural Discrete Representation Learning, arXiv:1711.00937",
     "vqvae2": "Razavi, van den Oord & Vinyals (2019), Generating Diverse High-Fidelity Images with VQ-VAE-2, "
     "arXiv:1906.00446",
+    "pixelcnn_prior": "van den Oord et al. (2016), Conditional Image Generation with PixelCNN Decoders, "
+    "arXiv:1606.05328; as the prior of VQ-VAE-2, arXiv:1906.00446",
+    "transformer_prior": "Radford et al. (2019), Language Models are Unsupervised Multitask Learners (GPT-2), as a "
+    "prior over VQ-VAE codes (arXiv:1711.00937)",
 }
 
 
@@ -62,7 +66,7 @@ def write_model_card(output_dir: Path, model, metrics: dict, training: dict) -> 
     data = ModelCardData(
         library_name="hf_vqvae",
         license="apache-2.0",
-        tags=["hf_vqvae", config.model_type, "image-reconstruction"],
+        tags=["hf_vqvae", config.model_type, "vq-prior" if config.model_type.endswith("prior") else "image-reconstruction"],
         datasets=[training["dataset"]] if "/" in training["dataset"] and not Path(training["dataset"]).exists() else None,
     )
     lines = [
@@ -88,7 +92,8 @@ def write_model_card(output_dir: Path, model, metrics: dict, training: dict) -> 
 def _architecture(config) -> dict:
     keys = ("image_size", "num_channels", "hidden_channels", "residual_channels", "num_residual_blocks",
             "num_downsamples", "level_downsamples", "num_embeddings", "embedding_dim", "beta", "ema_decay",
-            "architecture", "hidden_size", "latent_dim", "decoder_distribution")  # fmt: skip
+            "architecture", "hidden_size", "latent_dim", "decoder_distribution", "code_shape", "num_layers",
+            "num_classes", "condition_num_embeddings", "num_attention_layers", "n_embd", "n_layer", "n_head")  # fmt: skip
     table = {key: getattr(config, key) for key in keys if hasattr(config, key)}
     if hasattr(config, "latent_shapes"):
         table["latent shapes (top first)"] = config.latent_shapes()

@@ -2,16 +2,30 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
 from transformers import AutoModel, get_cosine_schedule_with_warmup
 
+from ..data.codes import INFO_FILE, CodesInfo
 from ..image_processing import VQImageProcessor
+from ..models.pixelcnn_prior import PixelCNNPriorConfig, PixelCNNPriorModel
+from ..models.transformer_prior import TransformerPriorConfig, TransformerPriorModel
 from ..models.vae import VAEConfig, VAEModel
 from ..models.vqvae import VQVAE2Config, VQVAE2Model, VQVAEConfig, VQVAEModel
 from .arguments import MODEL_TYPES, ModelArguments
 
-MODEL_CLASSES = {"vae": (VAEConfig, VAEModel), "vqvae": (VQVAEConfig, VQVAEModel), "vqvae2": (VQVAE2Config, VQVAE2Model)}
-DEFAULT_PRESETS = {"vae": "mnist-paper", "vqvae": "mnist", "vqvae2": "imagenet256-paper"}
+MODEL_CLASSES = {
+    "vae": (VAEConfig, VAEModel),
+    "vqvae": (VQVAEConfig, VQVAEModel),
+    "vqvae2": (VQVAE2Config, VQVAE2Model),
+    "pixelcnn-prior": (PixelCNNPriorConfig, PixelCNNPriorModel),
+    "transformer-prior": (TransformerPriorConfig, TransformerPriorModel),
+}
+DEFAULT_PRESETS = {"vae": "mnist-paper", "vqvae": "mnist", "vqvae2": "imagenet256-paper", "pixelcnn-prior": "mnist",
+                   "transformer-prior": "mnist"}  # fmt: skip
+PRIOR_TYPES = {"pixelcnn_prior", "transformer_prior"}
 
 
 def config_class_for(model_type: str):
@@ -29,9 +43,30 @@ def build_model(args: ModelArguments, overrides: dict, resolution: int | None):
         raise ValueError("--reset_dead_codes re-seeds the codes of a saved model: use it with --init_from")
     preset = args.preset or DEFAULT_PRESETS[args.model]
     values = dict(overrides)
-    if resolution is not None:
+    if args.model.endswith("prior"):
+        values = {**prior_fields_from_codes(args), **values}  # what the codes dataset says, unless overridden
+    elif resolution is not None:
         values["image_size"] = resolution
     return model_class(config_class.from_preset(preset, **values))
+
+
+def prior_fields_from_codes(args: ModelArguments) -> dict:
+    """A prior's codebook size, code shape, classes and conditioning, read from its codes dataset."""
+    if args.codes_dataset is None:
+        raise ValueError("a prior trains on codes: pass --codes_dataset DIR (made by scripts/extract_codes.py)")
+    path = Path(args.codes_dataset) / INFO_FILE
+    if not path.is_file():
+        raise ValueError(f"{args.codes_dataset} is not a codes dataset (no {INFO_FILE}); run scripts/extract_codes.py")
+    info = CodesInfo(**json.loads(path.read_text()))
+    if not 0 <= args.level < info.num_levels:
+        raise ValueError(f"--level {args.level} is out of range: the codes have {info.num_levels} level(s), top = 0")
+    fields = {"num_embeddings": info.num_embeddings, "code_shape": info.code_shapes[args.level],
+              "num_classes": info.num_classes, "condition_num_embeddings": info.num_embeddings if args.level else 0}  # fmt: skip
+    if args.level and args.model == "pixelcnn-prior":
+        fields["condition_upsample_factor"] = info.code_shapes[args.level][0] // info.code_shapes[args.level - 1][0]
+    if args.level and args.model == "transformer-prior":
+        fields["condition_shape"] = info.code_shapes[args.level - 1]
+    return fields
 
 
 def _load_for_fine_tuning(args: ModelArguments, overrides: dict, resolution: int | None):
@@ -46,7 +81,7 @@ def _load_for_fine_tuning(args: ModelArguments, overrides: dict, resolution: int
             f"train from a preset instead, or drop them"
         )
     model = AutoModel.from_pretrained(args.init_from)
-    if model.config.model_type != args.model:
+    if model.config.model_type != args.model.replace("-", "_"):
         raise ValueError(f"{args.init_from} is a {model.config.model_type!r} model, not --model {args.model}")
     if resolution is not None and args.model == "vae" and resolution != model.config.image_size:
         raise ValueError(f"a VAE reads images of its config's size {model.config.image_size} only; drop --resolution")

@@ -22,6 +22,8 @@ is no mask buffer to save or to rebuild after `from_pretrained`. With h = n // 2
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -172,16 +174,37 @@ class GatedMaskedConvLayer(nn.Module):
         return gate(v_feat_conditioned), h_out, skip
 
 
+def position_encoding(rows: torch.Tensor, cols: torch.Tensor, channels: int) -> torch.Tensor:
+    """Fixed 2D sinusoidal encoding of (row, col) pairs: (N,), (N,) integer tensors -> (N, channels).
+
+    A quarter of the channels each for sin/cos of the row and of the column at geometric frequencies (Vaswani et al.
+    2017), zeros in the remaining channels when `channels` is not a multiple of 4. It depends on the absolute
+    position only, not on the map size, so the prior stays shape-agnostic and the cached sampler can compute it for
+    one position.
+    """
+    quarter = channels // 4
+    frequencies = torch.exp(
+        torch.arange(quarter, device=rows.device, dtype=torch.float32) * (-math.log(10000.0) / max(quarter, 1))
+    )  # (quarter,)
+    row_angles = rows.float()[:, None] * frequencies  # (N, quarter)
+    col_angles = cols.float()[:, None] * frequencies
+    encoding = torch.cat([row_angles.sin(), row_angles.cos(), col_angles.sin(), col_angles.cos()], dim=1)
+    return F.pad(encoding, (0, channels - 4 * quarter))
+
+
 class CausalSelfAttention(nn.Module):
     """Pre-norm multi-head self-attention over raster positions <= the current one, with its residual.
 
-    (B, C, H, W) -> (B, C, H, W): x + dropout(W_o MHA(LN(x))), causal in raster (row-major) order. On the
-    horizontal stack after a mask-'B' layer, position t holds a function of codes < t only, so attending to
-    positions <= t keeps the prior causal. `step` is the same computation for one position with a key/value cache.
+    (B, C, H, W) -> (B, C, H, W): x + dropout(W_o MHA(LN(x) + P)), causal in raster (row-major) order, with P the
+    fixed 2D sinusoidal `position_encoding` (convolutional features alone say little about where a far-away position
+    lies; PixelSNAIL and the VQ-VAE-2 priors also give their attention a position signal). On the horizontal stack
+    after a mask-'B' layer, position t holds a function of codes < t only, so attending to positions <= t keeps the
+    prior causal. `step` is the same computation for one position with a key/value cache.
     """
 
     def __init__(self, channels: int, num_heads: int, dropout: float = 0.0):
         super().__init__()
+        self.channels = channels
         self.num_heads = num_heads
         self.head_dim = channels // num_heads
         self.norm = nn.LayerNorm(channels)
@@ -189,25 +212,33 @@ class CausalSelfAttention(nn.Module):
         self.out_proj = nn.Linear(channels, channels)
         self.dropout = nn.Dropout(dropout)
 
-    def project(self, sequence: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(B, N, C) -> queries, keys, values, each (B, heads, N, head_dim)."""
+    def project(self, sequence: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """(B, N, C) features and their (N, C) position encodings -> queries, keys, values, each (B, heads, N, d)."""
         batch, length, _ = sequence.shape
-        qkv = self.qkv(self.norm(sequence)).view(batch, length, 3, self.num_heads, self.head_dim)
-        query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        qkv = self.qkv(self.norm(sequence) + positions.to(sequence.dtype))
+        query, key, value = qkv.view(batch, length, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         return query, key, value
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         batch, channels, height, width = hidden.shape
         sequence = hidden.flatten(2).transpose(1, 2)  # (B, HW, C), raster order
-        query, key, value = self.project(sequence)
+        rows = torch.arange(height, device=hidden.device).repeat_interleave(width)  # (HW,)
+        cols = torch.arange(width, device=hidden.device).repeat(height)
+        query, key, value = self.project(sequence, position_encoding(rows, cols, channels))
         attended = F.scaled_dot_product_attention(query, key, value, is_causal=True)  # (B, heads, HW, d)
         attended = attended.transpose(1, 2).reshape(batch, height * width, channels)
         update = self.dropout(self.out_proj(attended))  # (B, HW, C)
         return hidden + update.transpose(1, 2).reshape(batch, channels, height, width)
 
-    def step(self, hidden: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, position: int) -> torch.Tensor:
-        """One position t = `position`: (B, C) -> (B, C), writing its key/value into the (B, heads, N, d) caches."""
-        query, key, value = self.project(hidden[:, None, :])  # (B, heads, 1, d) each
+    def step(
+        self, hidden: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, row: int, col: int, position: int
+    ) -> torch.Tensor:
+        """Position (row, col), raster index `position`: (B, C) -> (B, C); writes its key/value into the caches.
+
+        `keys`, `values`: (B, heads, N, d) caches holding the earlier positions in raster order.
+        """
+        index = torch.tensor([row], device=hidden.device), torch.tensor([col], device=hidden.device)
+        query, key, value = self.project(hidden[:, None, :], position_encoding(*index, self.channels))  # (B, h, 1, d)
         keys[:, :, position] = key[:, :, 0]
         values[:, :, position] = value[:, :, 0]
         attended = F.scaled_dot_product_attention(query, keys[:, :, : position + 1], values[:, :, : position + 1])

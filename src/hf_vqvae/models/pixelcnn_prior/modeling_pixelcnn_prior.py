@@ -229,6 +229,9 @@ class PixelCNNPriorModel(PixelCNNPriorPreTrainedModel):
         class_labels = self._check_class_labels(class_labels, batch_size)
         condition_codes = self._check_condition_codes(condition_codes, codes_shape)
         fixed_codes, fixed_mask = self._check_fixed(fixed_codes, fixed_mask, codes_shape)
+        device = self.device
+        class_labels = class_labels.to(device) if class_labels is not None else None
+        condition_codes = condition_codes.to(device) if condition_codes is not None else None
         was_training = self.training
         self.eval()
         try:
@@ -290,14 +293,16 @@ class PixelCNNPriorModel(PixelCNNPriorPreTrainedModel):
                 f"LongTensor of labels in [0, {num_classes})"
             )
         if not _integer_tensor(class_labels) or tuple(class_labels.shape) != (batch_size,):
+            dtype = f" of dtype {class_labels.dtype}" if isinstance(class_labels, torch.Tensor) else ""
             raise ValueError(
                 f"class_labels must be a ({batch_size},) LongTensor (one label per code map), got "
-                f"{_shape(class_labels)}{'' if not isinstance(class_labels, torch.Tensor) else ' ' + str(class_labels.dtype)}"
+                f"{_shape(class_labels)}{dtype}"
             )
         low, high = int(class_labels.min()), int(class_labels.max())
         if low < 0 or high >= num_classes:
             raise ValueError(
-                f"class_labels must lie in [0, {num_classes}) (num_classes={num_classes}), got values in [{low}, {high}]"
+                f"class_labels must lie in [0, {num_classes}) (num_classes={num_classes}), got values in "
+                f"[{low}, {high}]"
             )
         return class_labels.long()
 
@@ -361,8 +366,10 @@ class PixelCNNPriorModel(PixelCNNPriorPreTrainedModel):
         if fixed_codes is None or fixed_mask is None:
             raise ValueError("fixed_codes and fixed_mask go together: pass both (or neither)")
         if not isinstance(fixed_mask, torch.Tensor) or fixed_mask.dtype != torch.bool:
-            raise ValueError(f"fixed_mask must be a bool tensor of shape {codes_shape}, got {_shape(fixed_mask)}"
-                             f"{' ' + str(fixed_mask.dtype) if isinstance(fixed_mask, torch.Tensor) else ''}")  # fmt: skip
+            dtype = f" of dtype {fixed_mask.dtype}" if isinstance(fixed_mask, torch.Tensor) else ""
+            raise ValueError(
+                f"fixed_mask must be a bool tensor of shape {codes_shape}, got {_shape(fixed_mask)}{dtype}"
+            )
         for name, value in (("fixed_codes", fixed_codes), ("fixed_mask", fixed_mask)):
             if not isinstance(value, torch.Tensor) or tuple(value.shape) != codes_shape:
                 raise ValueError(
@@ -377,8 +384,7 @@ class PixelCNNPriorModel(PixelCNNPriorPreTrainedModel):
                 f"fixed_codes must lie in [0, {size}) (num_embeddings) where fixed_mask is True, got values in "
                 f"[{int(kept.min())}, {int(kept.max())}]"
             )
-        device = self.device
-        return fixed_codes.long().to(device), fixed_mask.to(device)
+        return fixed_codes.long().to(self.device), fixed_mask.to(self.device)
 
 
 __all__ = ["PixelCNNPriorModel", "PixelCNNPriorOutput", "PixelCNNPriorPreTrainedModel"]

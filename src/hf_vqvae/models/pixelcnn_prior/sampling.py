@@ -44,7 +44,8 @@ def check_sampling_arguments(temperature, top_k, top_p) -> None:
         raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
     if temperature <= 0:
         raise ValueError(
-            f"temperature must be > 0, got {temperature!r}; use a small value (e.g. 1e-3) or top_k=1 for greedy decoding"
+            f"temperature must be > 0, got {temperature!r}; use a small value (e.g. 1e-3) or top_k=1 for greedy "
+            f"decoding"
         )
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
         raise ValueError(f"top_k must be None or an integer >= 1 (1 is greedy decoding), got {top_k!r}")
@@ -239,7 +240,7 @@ class IncrementalSampler:
             skip_total = skip_total + skip
             if index in self.attention:
                 block, keys, values = self.attention[index]
-                hidden = block.step(hidden, keys, values, position)
+                hidden = block.step(hidden, keys, values, i, j, position)
             if hidden is not None:
                 following = self.caches[index + 1]
                 following.row[:, following.half + j] = hidden  # the next layer's horizontal input at (i, j)
