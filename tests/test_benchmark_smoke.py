@@ -35,3 +35,17 @@ def test_quality_benchmark_quick_run(tmp_path, shared_dir):
     assert figures["quick"] is True and figures["vqvae_test_images"] == 64
     assert 0 <= figures["vqvae_codebook_usage"] <= 1 and figures["vae_nll_nats"] > 0 and figures["frey_elbo_nats"] < 1e6
     assert "VQ-VAE mnist: normalised MSE" in result.stdout
+
+
+def test_sampling_benchmark_quick_run_writes_the_json_keys(tmp_path):
+    out = tmp_path / "sampling.json"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "sampling.py"), "--quick", "--threads", "1", "--json", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    figures = json.loads(out.read_text())
+    for key in ("pixelcnn_naive_s_32", "pixelcnn_cached_s_32", "pixelcnn_naive_s_64", "pixelcnn_cached_s_64",
+                "transformer_nocache_s_32", "transformer_cache_s_32"):  # fmt: skip
+        assert figures[key] > 0, key
+    assert all(figures["identical_codes"].values()), "cached and uncached samplers give the same codes"
