@@ -13,6 +13,7 @@ from model_mixin import ModelTesterMixin
 
 from hf_vqvae import VQVAEConfig
 from hf_vqvae.models.transformer_prior import (
+    CodeOnlyLogitsProcessor,
     TransformerPriorConfig,
     TransformerPriorModel,
     TransformerPriorOutput,
@@ -360,6 +361,12 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients():
 # ------------------------------------------------------------------------------------------------------------------
 # sample: generate()
 # ------------------------------------------------------------------------------------------------------------------
+
+
+def test_code_only_logits_processor_masks_every_other_token():
+    scores = torch.randn(2, 18)
+    masked = CodeOnlyLogitsProcessor(8)(torch.zeros(2, 3, dtype=torch.long), scores)
+    assert torch.equal(masked[:, :8], scores[:, :8]) and torch.isneginf(masked[:, 8:]).all()
 
 
 @pytest.mark.parametrize("overrides", [{}, UNCONDITIONAL])

@@ -32,7 +32,7 @@ class TransformerPriorOutput(ModelOutput):
             (divide by `math.log(2)` for bits per code).
         logits (`torch.FloatTensor` of shape `(batch, num_embeddings, height, width)`): unnormalised log-probabilities
             of every code at every position, given the conditioning and the codes before it in raster order (only the
-            code tokens: the class, condition and BOS tokens are left out, i.e. masked).
+            code tokens: the class, condition, BOS and PAD tokens are left out, i.e. masked).
     """
 
     loss: torch.FloatTensor | None = None
