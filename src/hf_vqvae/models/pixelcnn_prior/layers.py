@@ -137,8 +137,10 @@ class GatedMaskedConvLayer(nn.Module):
 
     def condition(self, class_labels: torch.Tensor | None, spatial: torch.Tensor | None) -> torch.Tensor | None:
         """The conditioning term added into both stacks' gates: (B, 2C, 1, 1), (B, 2C, H, W) or None."""
-        terms = [term for term in (self.class_term(class_labels), self.spatial_term(spatial)) if term is not None]
-        return None if not terms else terms[0] if len(terms) == 1 else terms[0] + terms[1]
+        class_term, spatial_term = self.class_term(class_labels), self.spatial_term(spatial)
+        if class_term is None or spatial_term is None:
+            return spatial_term if class_term is None else class_term
+        return class_term + spatial_term
 
     def vertical_features(self, vertical: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) vertical input -> (B, 2C, H, W) features; row i sees input rows i - h .. i."""
@@ -151,7 +153,7 @@ class GatedMaskedConvLayer(nn.Module):
         return self.horizontal_conv(F.pad(horizontal, (self.half, 0, 0, 0)))[..., :width]
 
     def output(self, gated: torch.Tensor, horizontal: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
-        """Gated horizontal activations (.., C, ..) -> (h_out or None, skip); works on maps and on single columns."""
+        """Gated activations and h_in, (B, C, H, W) each -> (h_out or None, skip), (B, C, H, W) each."""
         skip = self.skip_conv(gated)
         if self.residual_conv is None:
             return None, skip

@@ -206,6 +206,8 @@ class IncrementalSampler:
     """
 
     def __init__(self, model, batch_size: int, height: int, width: int, class_labels, spatial_condition):
+        if model.training:
+            raise ValueError("the incremental sampler needs the model in eval mode (no dropout); use model.sample")
         self.model = model
         self.height, self.width = height, width
         self.class_labels = class_labels
