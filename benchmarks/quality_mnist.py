@@ -7,12 +7,17 @@
    comes from runs of thousands of epochs).
 3. VAE `frey-paper` (Gaussian decoder, 28x20) on Frey Face (`frey_faces`, one split: the last 10% held out):
    the lower bound (ELBO) per image.
+4. (part `prior`, after `vqvae`) a class-conditional PixelCNN prior (`mnist` preset) over the VQ-VAE's 7x7 codes:
+   validation NLL in nats per code, target <= 1.034 (a public Keras reproduction's figure), and the fraction of
+   1,000 class-conditional samples (100 per digit) that a small CNN trained on MNIST recognises as their class,
+   target >= 90% (the classifier's own test accuracy is reported beside it).
 
 Every model trains through hf_vqvae.training.train (the code behind scripts/train.py) and is evaluated with
 hf_vqvae.evaluation on the held-out split. Usage:
 
     .venv/bin/python benchmarks/quality_mnist.py --json quality.json        # the full run (~30 min on 2 cores)
     .venv/bin/python benchmarks/quality_mnist.py --quick                    # smoke run, a minute
+    .venv/bin/python benchmarks/quality_mnist.py --parts prior --json prior.json   # the prior stage alone
 """
 
 from __future__ import annotations
@@ -22,14 +27,20 @@ import json
 import time
 from pathlib import Path
 
-import torch
+import sys
 
-from hf_vqvae import VAEModel, VQVAEModel
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hf_vqvae import PixelCNNPriorModel, VAEModel, VQVAEModel
 from hf_vqvae.data import DataArguments, ImageTransform, batches_for_rank, load_image_splits
 from hf_vqvae.evaluation import evaluate_vae, evaluate_vq, to_jsonable
 from hf_vqvae.training import ModelArguments, TrainArguments, train
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+import extract_codes  # noqa: E402
 DATASETS = ROOT.parent / "shared" / "datasets"
 TARGETS = {"vqvae_normalized_mse": 0.0444, "vqvae_codebook_usage": 0.90, "vae_nll_nats": 95.0}
 
@@ -43,12 +54,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--frey_steps", type=int, default=3000, help="Frey Face VAE optimizer steps (batch 100)")
     parser.add_argument("--nll_samples", type=int, default=1000, help="importance samples k per test image")
     parser.add_argument("--nll_images", type=int, default=10000, help="test images for the NLL estimate")
+    parser.add_argument("--prior_steps", type=int, default=3000, help="PixelCNN prior optimizer steps (batch 128)")
+    parser.add_argument("--classifier_steps", type=int, default=600, help="MNIST classifier steps (batch 128)")
+    parser.add_argument("--num_prior_samples", type=int, default=1000, help="class-conditional samples to classify")
+    parser.add_argument("--parts", default="vqvae,vae,frey,prior", help="comma-separated parts to run, in order")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="tiny smoke run: a few steps, a few images")
     parser.add_argument("--json", metavar="PATH", help="write the figures as JSON")
     args = parser.parse_args(argv)
     if args.quick:
         args.vqvae_steps, args.vae_steps, args.frey_steps, args.nll_samples, args.nll_images = 20, 20, 20, 10, 64
+        args.prior_steps, args.classifier_steps, args.num_prior_samples = 5, 5, 20
     return args
 
 
@@ -115,18 +131,104 @@ def vae_frey(args, datasets: Path) -> dict:
     return {"frey_elbo_nats": metrics["elbo"], "frey_test_images": metrics["num_images"]}
 
 
+class MnistClassifier(nn.Module):
+    """A small CNN (two 3x3 conv + pool stages, two linear layers) for judging samples; pixels in [-1, 1]."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(1, 32, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Flatten(), nn.Linear(64 * 5 * 5, 128), nn.ReLU(), nn.Linear(128, 10),
+        )  # fmt: skip
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.net(pixels)
+
+
+def train_mnist_classifier(args, datasets: Path) -> tuple[MnistClassifier, float]:
+    """Train the judge on MNIST train (one pass at most), return it and its test accuracy."""
+    data = DataArguments(dataset_name=str(datasets / "mnist"), max_eval_samples=None)
+    splits = load_image_splits(data, seed=0)
+    transform = ImageTransform(28, 1, (-1.0, 1.0))
+    torch.manual_seed(0)
+    classifier = MnistClassifier()
+    optimizer = torch.optim.Adam(classifier.parameters(), lr=1e-3)
+    batches = batches_for_rank(splits.train, splits.image_column, transform, batch_size=128, seed=0, epoch=0,
+                               columns=("label",))  # fmt: skip
+    for _, batch in zip(range(args.classifier_steps), batches):
+        loss = F.cross_entropy(classifier(batch["pixel_values"]), batch["label"])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    classifier.eval()
+    correct = total = 0
+    with torch.no_grad():
+        for batch in batches_for_rank(splits.eval, splits.image_column, transform, batch_size=500, seed=0, epoch=0,
+                                      shuffle=False, drop_last=False, columns=("label",)):  # fmt: skip
+            correct += int((classifier(batch["pixel_values"]).argmax(1) == batch["label"]).sum())
+            total += batch["label"].numel()
+            if args.quick and total >= 500:
+                break
+    return classifier, correct / total
+
+
+def prior_mnist(args, datasets: Path) -> dict:
+    """PixelCNN prior over the `vqvae` part's codes: validation NLL and class-conditional sample accuracy."""
+    vq_folder = Path(args.output_dir) / "vqvae-mnist"
+    if not (vq_folder / "model.safetensors").is_file():
+        raise SystemExit(f"{vq_folder} is missing: run the vqvae part first (--parts vqvae,prior)")
+    codes = Path(args.output_dir) / "mnist-codes"
+    extract_codes.main(extract_codes.parse_args(["--model", str(vq_folder), "--dataset_name", str(datasets / "mnist"),
+                                                 "--output_dir", str(codes), "--batch_size", "500"]
+                                                + (["--max_samples", "256"] if args.quick else [])))  # fmt: skip
+    folder = Path(args.output_dir) / "prior-mnist"
+    model_args = ModelArguments(model="pixelcnn-prior", preset="mnist", codes_dataset=str(codes), level=0)
+    train_args = TrainArguments(report_to="none", logging_steps=200, output_dir=str(folder), lr_warmup_steps=100,
+                                max_train_steps=args.prior_steps, train_batch_size=128, learning_rate=1e-3,
+                                eval_batch_size=500)  # fmt: skip
+    metrics = train(model_args, DataArguments(), train_args, overrides={})
+    classifier, accuracy = train_mnist_classifier(args, datasets)
+    recognised = _classify_samples(PixelCNNPriorModel.from_pretrained(folder).eval(),
+                                   VQVAEModel.from_pretrained(vq_folder).eval(), classifier, args.num_prior_samples)  # fmt: skip
+    return {"prior_nll_nats_per_code": metrics["nll_nats_per_code"], "prior_bits_per_dim": metrics["bits_per_dim"],
+            "prior_eval_codes": metrics["eval_codes"], "prior_samples_recognised": recognised,
+            "prior_num_samples": args.num_prior_samples, "classifier_test_accuracy": accuracy}  # fmt: skip
+
+
+@torch.no_grad()
+def _classify_samples(prior, vqvae, classifier, num_samples: int) -> float:
+    labels = torch.arange(num_samples) % 10
+    generator = torch.Generator().manual_seed(0)
+    correct = 0
+    for start in range(0, num_samples, 250):
+        batch = labels[start : start + 250]
+        codes = prior.sample(len(batch), shape=(7, 7), class_labels=batch, generator=generator)
+        images = vqvae.decode_code([codes]).clamp(-1, 1)
+        correct += int((classifier(images).argmax(1) == batch).sum())
+    return correct / num_samples
+
+
+PARTS = {"vqvae": ("vqvae_mnist", vqvae_mnist), "vae": ("vae_mnist", vae_mnist), "frey": ("vae_frey", vae_frey),
+         "prior": ("prior_mnist", prior_mnist)}  # fmt: skip
+
+
 def main(args) -> dict:
     torch.set_num_threads(args.threads)
     datasets = Path(args.datasets)
     if not (datasets / "mnist").is_dir():
         raise SystemExit(f"{datasets / 'mnist'} is absent: this benchmark reads the shared MNIST and Frey Face folders")
+    parts = [part.strip() for part in args.parts.split(",") if part.strip()]
+    unknown = [part for part in parts if part not in PARTS]
+    if unknown:
+        raise SystemExit(f"unknown part(s) {unknown}; choose from {', '.join(PARTS)}")
     results, seconds = {}, {}
-    for name, run in (("vqvae_mnist", vqvae_mnist), ("vae_mnist", vae_mnist), ("vae_frey", vae_frey)):
+    for part in parts:
+        name, run = PARTS[part]
         start = time.time()
         results.update(run(args, datasets))
         seconds[name] = round(time.time() - start, 1)
     results = to_jsonable({**results, "seconds": seconds, "quick": args.quick, "steps": {
-        "vqvae": args.vqvae_steps, "vae": args.vae_steps, "frey": args.frey_steps}})  # fmt: skip
+        "vqvae": args.vqvae_steps, "vae": args.vae_steps, "frey": args.frey_steps, "prior": args.prior_steps}})  # fmt: skip
     _print_table(results)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
@@ -134,19 +236,21 @@ def main(args) -> dict:
 
 
 def _print_table(results: dict) -> None:
-    rows = [
-        ("VQ-VAE mnist: normalised MSE (test)", results["vqvae_normalized_mse"], "<= 0.0444"),
-        ("VQ-VAE mnist: codebook usage (test)", results["vqvae_codebook_usage"], "> 0.90"),
-        ("VAE mnist-paper: test NLL, nats (k=%d)" % results["vae_nll_samples"], results["vae_nll_nats"], "<= 95"),
-        ("VAE mnist-paper: test ELBO, nats", results["vae_elbo_nats"], "reported"),
-        ("VAE frey-paper: held-out ELBO, nats", results["frey_elbo_nats"], "reported"),
-    ]
-    met = {0: results["vqvae_normalized_mse"] <= 0.0444, 1: results["vqvae_codebook_usage"] > 0.90,
-           2: results["vae_nll_nats"] <= 95.0}  # fmt: skip
+    rows = [  # (figure, key, target, passes)
+        ("VQ-VAE mnist: normalised MSE (test)", "vqvae_normalized_mse", "<= 0.0444", lambda v: v <= 0.0444),
+        ("VQ-VAE mnist: codebook usage (test)", "vqvae_codebook_usage", "> 0.90", lambda v: v > 0.90),
+        ("VAE mnist-paper: test NLL, nats", "vae_nll_nats", "<= 95", lambda v: v <= 95.0),
+        ("VAE mnist-paper: test ELBO, nats", "vae_elbo_nats", "reported", None),
+        ("VAE frey-paper: held-out ELBO, nats", "frey_elbo_nats", "reported", None),
+        ("PixelCNN prior: test NLL, nats per code", "prior_nll_nats_per_code", "<= 1.034", lambda v: v <= 1.034),
+        ("PixelCNN prior: samples recognised", "prior_samples_recognised", ">= 0.90", lambda v: v >= 0.90),
+        ("MNIST classifier: test accuracy", "classifier_test_accuracy", "reported", None),
+    ]  # fmt: skip
     print(f"{'figure':<44}{'value':>12}  target")
-    for index, (name, value, target) in enumerate(rows):
-        verdict = "" if index not in met else ("PASS" if met[index] else "MISS")
-        print(f"{name:<44}{value:>12.4f}  {target} {verdict}")
+    for name, key, target, passes in rows:
+        if key in results:
+            verdict = "" if passes is None else ("PASS" if passes(results[key]) else "MISS")
+            print(f"{name:<44}{results[key]:>12.4f}  {target} {verdict}")
     print(f"seconds per part: {results['seconds']}")
 
 
