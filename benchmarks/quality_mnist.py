@@ -24,10 +24,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
-
-import sys
 
 import torch
 import torch.nn.functional as F
@@ -41,8 +40,8 @@ from hf_vqvae.training import ModelArguments, TrainArguments, train
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 import extract_codes  # noqa: E402
+
 DATASETS = ROOT.parent / "shared" / "datasets"
-TARGETS = {"vqvae_normalized_mse": 0.0444, "vqvae_codebook_usage": 0.90, "vae_nll_nats": 95.0}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
