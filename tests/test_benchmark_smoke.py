@@ -34,7 +34,9 @@ def test_quality_benchmark_quick_run(tmp_path, shared_dir):
     figures = json.loads(out.read_text())
     assert figures["quick"] is True and figures["vqvae_test_images"] == 64
     assert 0 <= figures["vqvae_codebook_usage"] <= 1 and figures["vae_nll_nats"] > 0 and figures["frey_elbo_nats"] < 1e6
-    assert "VQ-VAE mnist: normalised MSE" in result.stdout
+    assert 0 <= figures["prior_samples_recognised"] <= 1 and figures["prior_nll_nats_per_code"] > 0
+    assert 0 <= figures["classifier_test_accuracy"] <= 1
+    assert "VQ-VAE mnist: normalised MSE" in result.stdout and "PixelCNN prior" in result.stdout
 
 
 def test_sampling_benchmark_quick_run_writes_the_json_keys(tmp_path):
