@@ -6,6 +6,11 @@
 
 `--pipeline` reads a folder written by `VQVAE2Pipeline.save_pretrained`; `--vqvae` + `--priors` (top level first)
 assemble one, and `--save_pipeline DIR` saves it.
+
+Classifier-based rejection sampling (VQ-VAE-2 §3.3): with `--classifier DIR_OR_HUB_ID` (any transformers image
+classifier, or one from `scripts/train_classifier.py`) and one class label, `--num_images` samples are drawn and
+only those above `--threshold` (a probability), or the top `--keep_fraction` of them, go in the grid; the
+acceptance rate is printed.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import torch
 from transformers import AutoModel
 
 import hf_vqvae  # noqa: F401  (registers the Auto classes)
-from hf_vqvae.pipelines import VQVAE2Pipeline
+from hf_vqvae.pipelines import ClassifierJudge, VQVAE2Pipeline, rejection_sample
 from hf_vqvae.training.artifacts import image_grid
 
 
@@ -36,7 +41,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default="samples.png", help="the grid PNG to write")
     parser.add_argument("--save_pipeline", default=None, help="also save the assembled pipeline here")
+    parser.add_argument("--classifier", default=None, help="rejection sampling: an image classifier folder or Hub id")
+    parser.add_argument("--threshold", type=float, default=None, help="keep samples with p(class) >= this")
+    parser.add_argument("--keep_fraction", type=float, default=None, help="keep this top fraction of the samples")
     args = parser.parse_args(argv)
+    if args.classifier:
+        if args.class_labels is None or len(args.class_labels) != 1:
+            parser.error("--classifier needs exactly one --class_labels value: the class to keep")
+        if (args.threshold is None) == (args.keep_fraction is None):
+            parser.error("--classifier needs exactly one of --threshold or --keep_fraction")
+    elif args.threshold is not None or args.keep_fraction is not None:
+        parser.error("--threshold/--keep_fraction need --classifier")
     if args.vqvae and not args.priors:
         parser.error("--vqvae needs --priors (one per level, top first)")
     if args.num_images < 1:
@@ -59,8 +74,13 @@ def main(args: argparse.Namespace) -> Path:
     if labels and len(labels) == 1:
         labels = labels * args.num_images
     generator = torch.Generator().manual_seed(args.seed)
-    images = pipe(args.num_images, class_labels=labels, temperature=args.temperature, top_k=args.top_k,
-                  top_p=args.top_p, generator=generator).images  # fmt: skip
+    sampling = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, generator=generator)
+    if args.classifier:
+        images = _rejection_sample(pipe, args, sampling)
+    else:
+        images = pipe(args.num_images, class_labels=labels, **sampling).images
+    if not images:
+        raise SystemExit("no sample passed the classifier: lower --threshold or use --keep_fraction")
     columns = math.ceil(math.sqrt(len(images)))
     grid = image_grid([images[row : row + columns] for row in range(0, len(images), columns)])
     output = Path(args.output)
@@ -68,6 +88,15 @@ def main(args: argparse.Namespace) -> Path:
     grid.save(output)
     print(f"wrote {output} ({len(images)} images)")
     return output
+
+
+def _rejection_sample(pipe: VQVAE2Pipeline, args: argparse.Namespace, sampling: dict) -> list:
+    judge = ClassifierJudge.from_pretrained(args.classifier)
+    result = rejection_sample(pipe, judge, class_label=judge.label_id(args.class_labels[0]), num_samples=args.num_images,
+                              threshold=args.threshold, keep_fraction=args.keep_fraction, **sampling)  # fmt: skip
+    print(f"rejection sampling: kept {int(result['kept'].sum())} of {args.num_images} "
+          f"(acceptance rate {result['acceptance_rate']:.3f})")  # fmt: skip
+    return pipe.numpy_to_pil(result["images"].permute(0, 2, 3, 1).numpy())
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import extract_codes  # noqa: E402
 import sample as sample_script  # noqa: E402
 import train as train_script  # noqa: E402
+import train_classifier  # noqa: E402
 
 from hf_vqvae import (  # noqa: E402
     PixelCNNPriorConfig,
@@ -149,3 +150,22 @@ def test_sample_script_writes_a_grid(trained, tmp_path):
     grid = Image.open(tmp_path / "grid.png")
     assert grid.size == (2 * 16 + 3 * 2, 2 * 16 + 3 * 2)
     assert (tmp_path / "p" / "model_index.json").is_file()
+
+
+def test_sample_script_rejection_sampling_with_a_trained_classifier(trained, tmp_path, capsys):
+    root, _ = trained
+    classifier = tmp_path / "classifier"
+    train_classifier.main(train_classifier.parse_args(["--image_size", "16", "--max_train_steps", "5",
+                                                       "--output_dir", str(classifier)]))  # fmt: skip
+    common = ["--vqvae", str(root / "vqvae2"), "--priors", str(root / "prior0"), str(root / "prior1"),
+              "--num_images", "4", "--output", str(tmp_path / "kept.png")]  # fmt: skip
+    sample_script.main(sample_script.parse_args([*common, "--class_labels", "3", "--classifier", str(classifier),
+                                                 "--keep_fraction", "0.5"]))  # fmt: skip
+    assert "kept 2 of 4 (acceptance rate 0.500)" in capsys.readouterr().out
+    assert Image.open(tmp_path / "kept.png").size == (2 * 16 + 3 * 2, 16 + 2 * 2)  # two images in one row
+    for extra, message in ((["--class_labels", "3", "4", "--classifier", "c", "--threshold", "0.5"], "exactly one --class_labels"),
+                           (["--class_labels", "3", "--classifier", "c"], "exactly one of --threshold or --keep_fraction"),
+                           (["--threshold", "0.5"], "need --classifier")):  # fmt: skip
+        with pytest.raises(SystemExit):
+            sample_script.parse_args([*common, *extra])
+        assert message in capsys.readouterr().err
