@@ -6,19 +6,10 @@ import json
 from pathlib import Path
 
 import torch
-from huggingface_hub import ModelCard, ModelCardData
 from PIL import Image
 
-CITATIONS = {
-    "vae": "Kingma & Welling (2013), Auto-Encoding Variational Bayes, arXiv:1312.6114",
-    "vqvae": "van den Oord, Vinyals & Kavukcuoglu (2017), Neural Discrete Representation Learning, arXiv:1711.00937",
-    "vqvae2": "Razavi, van den Oord & Vinyals (2019), Generating Diverse High-Fidelity Images with VQ-VAE-2, "
-    "arXiv:1906.00446",
-    "pixelcnn_prior": "van den Oord et al. (2016), Conditional Image Generation with PixelCNN Decoders, "
-    "arXiv:1606.05328; as the prior of VQ-VAE-2, arXiv:1906.00446",
-    "transformer_prior": "Radford et al. (2019), Language Models are Unsupervised Multitask Learners (GPT-2), as a "
-    "prior over VQ-VAE codes (arXiv:1711.00937)",
-}
+from ..cards import render_model_card
+
 
 
 def image_grid(rows: list[list[Image.Image]], padding: int = 2) -> Image.Image:
@@ -61,48 +52,12 @@ def write_metrics(output_dir: Path, metrics: dict) -> Path:
 
 
 def write_model_card(output_dir: Path, model, metrics: dict, training: dict) -> Path:
-    """A README.md model card: metadata, architecture, training set-up, held-out metrics, usage, citation."""
-    config = model.config
-    data = ModelCardData(
-        library_name="hf_vqvae",
-        license="apache-2.0",
-        tags=["hf_vqvae", config.model_type, "vq-prior" if config.model_type.endswith("prior") else "image-reconstruction"],
-        datasets=[training["dataset"]] if "/" in training["dataset"] and not Path(training["dataset"]).exists() else None,
-    )
-    lines = [
-        "---", data.to_yaml(), "---", "",
-        f"# {config.model_type} trained with hf_vqvae", "",
-        f"A `{type(model).__name__}` ({_parameter_count(model):,} parameters) trained on `{training['dataset']}` "
-        f"for {training['steps']} steps (batch {training['batch_size']} x {training['processes']} process(es), "
-        f"{training['wall_time_s']:.0f} s on {training['hardware']}).", "",
-        "## Architecture", "", "| field | value |", "| --- | --- |",
-        *[f"| {key} | {value} |" for key, value in _architecture(config).items()], "",
-        "## Held-out metrics", "", "| metric | value |", "| --- | --- |",
-        *[f"| {key} | {_format(value)} |" for key, value in sorted(metrics.items()) if not isinstance(value, (list, dict))],
-        "", "## Usage", "", "```python", "import hf_vqvae", "from transformers import AutoModel",
-        'model = AutoModel.from_pretrained("PATH_OR_REPO_ID")', "```", "",
-        "## Citation", "", CITATIONS[config.model_type], "",
-    ]  # fmt: skip
-    card = ModelCard("\n".join(lines))
-    path = Path(output_dir) / "README.md"
+    """README.md from the family's template (hf_vqvae.cards): metadata with model-index results, architecture,
+    training set-up, held-out metrics, the run's image grid, usage, limitations and citations."""
+    output_dir = Path(output_dir)
+    image = next((name for name in ("reconstructions.png", "samples.png") if (output_dir / name).is_file()), None)
+    card = render_model_card(model.config, metrics, training, parameters=sum(p.numel() for p in model.parameters()),
+                             image=image)  # fmt: skip
+    path = output_dir / "README.md"
     card.save(path)
     return path
-
-
-def _architecture(config) -> dict:
-    keys = ("image_size", "num_channels", "hidden_channels", "residual_channels", "num_residual_blocks",
-            "num_downsamples", "level_downsamples", "num_embeddings", "embedding_dim", "beta", "ema_decay",
-            "architecture", "hidden_size", "latent_dim", "decoder_distribution", "code_shape", "num_layers",
-            "num_classes", "condition_num_embeddings", "num_attention_layers", "n_embd", "n_layer", "n_head")  # fmt: skip
-    table = {key: getattr(config, key) for key in keys if hasattr(config, key)}
-    if hasattr(config, "latent_shapes"):
-        table["latent shapes (top first)"] = config.latent_shapes()
-    return table
-
-
-def _parameter_count(model) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def _format(value) -> str:
-    return f"{value:.5g}" if isinstance(value, float) else str(value)

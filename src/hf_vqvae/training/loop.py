@@ -49,6 +49,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: TrainArgum
         state = load_checkpoint(accelerator, find_checkpoint(output_dir, args.resume_from_checkpoint))
         logger.info("resumed at step %d (epoch %d, batch %d)", state.global_step, state.epoch, state.batches_in_epoch)
     run = _Run(accelerator, model, optimizer, scheduler, args, state, total_steps, output_dir, task)
+    run.base_model = model_args.init_from
     if model_args.reset_dead_codes and not args.resume_from_checkpoint:  # a resumed run has done it already
         _reset_dead_codes(run)
     accelerator.init_trackers("hf_vqvae", config=_tracker_config(model_args, data_args, args))
@@ -89,6 +90,7 @@ class _Run:
         self.accelerator, self.model, self.optimizer, self.scheduler = accelerator, model, optimizer, scheduler
         self.args, self.state, self.total_steps, self.output_dir = args, state, total_steps, output_dir
         self.task = task
+        self.base_model: str | None = None  # the --init_from model of a fine-tune, for the card
         self.stats = BatchStats()
         self.usage_window = None  # (num_levels, K) code counts since the last log
         self.loss_window: list[float] = []
@@ -256,12 +258,15 @@ def _write_outputs(run: _Run, model, metrics: dict, wall_time: float) -> None:
     output_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(output_dir)
     run.task.write_artifacts(model, output_dir)
-    write_metrics(output_dir, metrics)
     training = dict(
         dataset=run.task.source, steps=run.state.global_step, batch_size=run.args.train_batch_size,
-        processes=run.accelerator.num_processes, wall_time_s=wall_time,
+        processes=run.accelerator.num_processes, wall_time_s=round(wall_time, 1),
         hardware=f"{run.accelerator.device.type} ({platform.processor() or platform.machine()})",
+        learning_rate=run.args.learning_rate, mixed_precision=run.accelerator.mixed_precision,
+        base_model=run.base_model, eval_images=metrics.get("num_images") or metrics.get("eval_images"),
     )  # fmt: skip
+    # metrics.json keeps the set-up too, so that scripts/push_to_hub.py can re-render the card from it.
+    write_metrics(output_dir, {**metrics, "training": training})
     write_model_card(output_dir, model, metrics, training)
     logger.info("wrote %s", output_dir)
 
