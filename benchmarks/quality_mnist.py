@@ -9,7 +9,8 @@
    the lower bound (ELBO) per image.
 4. (part `prior`, after `vqvae`) a class-conditional PixelCNN prior (`mnist` preset) over the VQ-VAE's 7x7 codes:
    validation NLL in nats per code, target <= 1.034 (a public Keras reproduction's figure), and the fraction of
-   1,000 class-conditional samples (100 per digit) that a small CNN trained on MNIST recognises as their class,
+   1,000 class-conditional samples (100 per digit) that a small classifier trained on MNIST with
+   scripts/train_classifier.py (a transformers ResNet) recognises as their class,
    target >= 90% (the classifier's own test accuracy is reported beside it).
 
 Every model trains through hf_vqvae.training.train (the code behind scripts/train.py) and is evaluated with
@@ -29,17 +30,17 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from hf_vqvae import PixelCNNPriorModel, VAEModel, VQVAEModel
 from hf_vqvae.data import DataArguments, ImageTransform, batches_for_rank, load_image_splits
 from hf_vqvae.evaluation import evaluate_vae, evaluate_vq, to_jsonable
+from hf_vqvae.pipelines import ClassifierJudge
 from hf_vqvae.training import ModelArguments, TrainArguments, train
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 import extract_codes  # noqa: E402
+import train_classifier  # noqa: E402
 
 DATASETS = ROOT.parent / "shared" / "datasets"
 
@@ -130,45 +131,13 @@ def vae_frey(args, datasets: Path) -> dict:
     return {"frey_elbo_nats": metrics["elbo"], "frey_test_images": metrics["num_images"]}
 
 
-class MnistClassifier(nn.Module):
-    """A small CNN (two 3x3 conv + pool stages, two linear layers) for judging samples; pixels in [-1, 1]."""
-
-    def __init__(self):
-        super().__init__()
-        self.net = nn.Sequential(
-            nn.Conv2d(1, 32, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Flatten(), nn.Linear(64 * 5 * 5, 128), nn.ReLU(), nn.Linear(128, 10),
-        )  # fmt: skip
-
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.net(pixels)
-
-
-def train_mnist_classifier(args, datasets: Path) -> tuple[MnistClassifier, float]:
-    """Train the judge on MNIST train (one pass at most), return it and its test accuracy."""
-    data = DataArguments(dataset_name=str(datasets / "mnist"), max_eval_samples=None)
-    splits = load_image_splits(data, seed=0)
-    transform = ImageTransform(28, 1, (-1.0, 1.0))
-    torch.manual_seed(0)
-    classifier = MnistClassifier()
-    optimizer = torch.optim.Adam(classifier.parameters(), lr=1e-3)
-    batches = batches_for_rank(splits.train, splits.image_column, transform, batch_size=128, seed=0, epoch=0,
-                               columns=("label",))  # fmt: skip
-    for _, batch in zip(range(args.classifier_steps), batches):
-        loss = F.cross_entropy(classifier(batch["pixel_values"]), batch["label"])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    classifier.eval()
-    correct = total = 0
-    with torch.no_grad():
-        for batch in batches_for_rank(splits.eval, splits.image_column, transform, batch_size=500, seed=0, epoch=0,
-                                      shuffle=False, drop_last=False, columns=("label",)):  # fmt: skip
-            correct += int((classifier(batch["pixel_values"]).argmax(1) == batch["label"]).sum())
-            total += batch["label"].numel()
-            if args.quick and total >= 500:
-                break
-    return classifier, correct / total
+def train_mnist_classifier(args, datasets: Path) -> tuple[ClassifierJudge, float]:
+    """The judge: scripts/train_classifier.py's small transformers ResNet on MNIST train, and its test accuracy."""
+    folder = Path(args.output_dir) / "mnist-classifier"
+    metrics = train_classifier.main(train_classifier.parse_args([
+        "--dataset_name", str(datasets / "mnist"), "--image_size", "28", "--max_train_steps", str(args.classifier_steps),
+        "--output_dir", str(folder)] + (["--max_eval_samples", "500"] if args.quick else [])))  # fmt: skip
+    return ClassifierJudge.from_pretrained(folder), metrics["test_accuracy"]
 
 
 def prior_mnist(args, datasets: Path) -> dict:
@@ -202,7 +171,7 @@ def _classify_samples(prior, vqvae, classifier, num_samples: int) -> float:
     for start in range(0, num_samples, 250):
         batch = labels[start : start + 250]
         codes = prior.sample(len(batch), shape=(7, 7), class_labels=batch, generator=generator)
-        images = vqvae.decode_code([codes]).clamp(-1, 1)
+        images = (vqvae.decode_code([codes]).clamp(-1, 1) + 1) / 2  # the judge reads images in [0, 1]
         correct += int((classifier(images).argmax(1) == batch).sum())
     return correct / num_samples
 
