@@ -1,0 +1,444 @@
+"""hf_vqvae demo: reconstruct, inspect codes, sample, interpolate and inpaint with a VQ-VAE, VQ-VAE-2 or VAE.
+
+    python spaces_demo/app.py                                   # the model `make train` writes
+    python spaces_demo/app.py --model outputs/vqvae-digits --pipeline outputs/mnist-pipeline
+    python spaces_demo/app.py --model org/vqvae2-imagenet --classifier org/classifier --port 7861
+
+On the Hub this folder runs as a Space; the model ids come from the environment variables HF_VQVAE_MODEL,
+HF_VQVAE_PIPELINE and HF_VQVAE_CLASSIFIER (set in the Space's settings), else from the defaults below.
+Nothing needs the network when the models are local folders.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import colorsys
+import functools
+import math
+import os
+import sys
+import tempfile
+import threading
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+import hf_vqvae  # noqa: F401  (registers the Auto classes)
+from hf_vqvae import VQImageProcessor, VQVAE2Pipeline
+from hf_vqvae.pipelines import ClassifierJudge
+from transformers import AutoModel
+
+DEFAULT_MODEL = "outputs/vqvae-digits"  # what `make train` writes
+MAX_PIXELS = 40_000_000  # larger uploads are refused rather than decoded
+DISPLAY_SIZE = 224  # outputs are shown at least this large (nearest-neighbour upscaling)
+MAX_SAMPLES = 16
+CONCURRENCY_LIMIT = 2  # requests of one event computed at once; the rest wait in the queue
+QUEUE_SIZE = 64
+
+
+class DemoError(gr.Error):
+    """A message for the visitor (shown in the UI, never a stack trace)."""
+
+
+@dataclass
+class Demo:
+    """The loaded models and what each tab does with them (plain functions, testable without a browser)."""
+
+    model: torch.nn.Module
+    processor: VQImageProcessor
+    pipeline: VQVAE2Pipeline | None = None
+    judge: ClassifierJudge | None = None
+    model_id: str = ""
+
+    @property
+    def is_vae(self) -> bool:
+        return self.model.config.model_type == "vae"
+
+    @property
+    def num_levels(self) -> int:
+        return 1 if self.is_vae else self.model.config.num_levels
+
+    # ---------------------------------------------------------------------------------------------- inputs
+    def prepare(self, value) -> tuple[torch.Tensor, list[str]]:
+        """An upload / paste / drawing -> model pixels (1, C, H, W) and notes on what was changed."""
+        image = to_pil(value)
+        notes = []
+        height, width = self.processor.size
+        if image.size != (width, height):
+            note = f"resized from {image.width}x{image.height} to the model's {width}x{height}"
+            notes.append(("downscaled" if image.width * image.height > width * height else "upscaled") + note[7:])
+        wanted = "L" if self.model.config.num_channels == 1 else "RGB"
+        if image.mode != wanted and not (wanted == "L" and _is_gray(image)):
+            notes.append("converted to grayscale (the model reads one channel)" if wanted == "L" and image.mode != "L"
+                         else f"converted to {wanted}")  # fmt: skip
+        pixels = self.processor(image.convert(wanted), return_tensors="pt")["pixel_values"]
+        return pixels.to(self.model.device, self.model.dtype), notes
+
+    def to_image(self, pixels: torch.Tensor) -> Image.Image:
+        return upscale(self.processor.postprocess(pixels.float().clamp(*self.processor.value_range)[:1])[0])
+
+    # ---------------------------------------------------------------------------------------------- tabs
+    @torch.no_grad()
+    def reconstruct(self, value):
+        """-> reconstruction, code maps (one per level), a markdown report, top-level-only reconstruction."""
+        pixels, notes = self.prepare(value)
+        if self.is_vae:
+            reconstruction = self.model.decode(self.model.encode(pixels).mean).mean
+            return self.to_image(reconstruction), [], self._report(pixels, reconstruction, notes, bits=None), None
+        encoded = self.model.encode(pixels)
+        reconstruction = self.model.decode(encoded.quantized)
+        maps = [(code_map_image(codes[0], self.model.config.num_embeddings), f"level {level}: {tuple(codes.shape[-2:])}")
+                for level, codes in enumerate(encoded.codes)]  # fmt: skip
+        top_only = None
+        if self.num_levels > 1:
+            top = [q if level == 0 else torch.zeros_like(q) for level, q in enumerate(encoded.quantized)]
+            top_only = self.to_image(self.model.decode(top))
+        report = self._report(pixels, reconstruction, notes, bits=self._code_bits(encoded.codes))
+        return self.to_image(reconstruction), maps, report, top_only
+
+    def _code_bits(self, codes: list[torch.Tensor]) -> int:
+        per_code = math.ceil(math.log2(self.model.config.num_embeddings))
+        return sum(level.shape[-2] * level.shape[-1] for level in codes) * per_code
+
+    def _report(self, pixels, reconstruction, notes, bits: int | None) -> str:
+        """PSNR on [0, 1] pixels, the size of the codes vs the raw 8-bit image, and the input notes (markdown)."""
+        low, high = self.processor.value_range
+        unit = lambda x: ((x.float() - low) / (high - low)).clamp(0, 1)  # noqa: E731
+        mse = float(((unit(reconstruction) - unit(pixels)) ** 2).mean())
+        lines = [f"**PSNR** {10 * math.log10(1.0 / max(mse, 1e-12)):.2f} dB"]
+        raw_bits = pixels[0].numel() * 8
+        if bits is not None:
+            lines.append(f"**codes** {bits:,} bits vs **raw image** {raw_bits:,} bits ({raw_bits / bits:.1f}x smaller)")
+        lines += [f"_note: {note}_" for note in notes]
+        return "  \n".join(lines)
+
+    @torch.no_grad()
+    def sample(self, class_label, temperature, top_k, top_p, seed, num_images, use_classifier=False,
+               progress=gr.Progress()):  # fmt: skip
+        """-> a gallery of samples and a message."""
+        num_images = int(num_images)
+        if not 1 <= num_images <= MAX_SAMPLES:
+            raise DemoError(f"choose between 1 and {MAX_SAMPLES} images")
+        generator = torch.Generator().manual_seed(int(seed))
+        if self.is_vae:
+            images = self.model.sample(num_images, generator=generator)
+            return [upscale(image) for image in self.processor.postprocess(images)], "samples from N(0, I) decoded"
+        if self.pipeline is None:
+            raise DemoError("this model has no prior, so it cannot sample: start the demo with --pipeline "
+                            "(a VQVAE2Pipeline folder or Hub id) to enable the Sample tab")  # fmt: skip
+        labels = self._labels(class_label, num_images)
+        sampling = dict(temperature=float(temperature), top_k=int(top_k) or None, top_p=float(top_p) if top_p < 1 else None)
+        if use_classifier:
+            return self._rejection_sample(labels, num_images, generator, sampling, progress)
+        images = []
+        for index in progress.tqdm(range(num_images), desc="sampling"):
+            one = None if labels is None else labels[index : index + 1]
+            images += self.pipeline(1, class_labels=one, generator=generator, **sampling).images
+        return [upscale(image) for image in images], f"{num_images} sample(s), temperature {temperature}"
+
+    def _labels(self, class_label, count: int) -> list[int] | None:
+        num_classes = self.pipeline.prior_level_0.config.num_classes
+        if not num_classes:
+            return None
+        if class_label is None or str(class_label).strip() == "":
+            raise DemoError(f"the prior is class-conditional: choose a class in 0..{num_classes - 1}")
+        label = int(class_label)
+        if not 0 <= label < num_classes:
+            raise DemoError(f"class {label} is out of range: choose one in 0..{num_classes - 1}")
+        return [label] * count
+
+    def _rejection_sample(self, labels, num_images, generator, sampling, progress):
+        if self.judge is None:
+            raise DemoError("no classifier is configured: start the demo with --classifier to use rejection sampling")
+        if labels is None:
+            raise DemoError("rejection sampling needs a class-conditional prior")
+        candidates = []
+        for _ in progress.tqdm(range(num_images * 4), desc="sampling candidates"):
+            candidates.append(self.pipeline(1, class_labels=labels[:1], generator=generator, output_type="pt", **sampling).images)
+        batch = torch.cat(candidates)
+        probabilities = torch.softmax(self.judge(batch).float(), dim=-1)[:, labels[0]]
+        keep = probabilities.argsort(descending=True)[:num_images]
+        images = self.pipeline.numpy_to_pil(batch[keep].permute(0, 2, 3, 1).numpy())
+        return [upscale(image) for image in images], (
+            f"kept the {num_images} most confident of {len(batch)} samples (acceptance rate 0.25); "
+            f"p(class {labels[0]}) of the kept: {probabilities[keep].min():.2f}..{probabilities[keep].max():.2f}")
+
+    @torch.no_grad()
+    def interpolate(self, value_a, value_b, steps=7):
+        """VAE: a latent path A -> B. VQ-VAE-2: mixed levels. VQ-VAE: a path between encoder outputs, quantized."""
+        pixels_a, _ = self.prepare(value_a)
+        pixels_b, _ = self.prepare(value_b)
+        steps = int(steps)
+        if not 2 <= steps <= 16:
+            raise DemoError("choose between 2 and 16 steps")
+        if self.is_vae:
+            mean_a, mean_b = self.model.encode(pixels_a).mean, self.model.encode(pixels_b).mean
+            weights = torch.linspace(0, 1, steps)
+            images = [self.model.decode(torch.lerp(mean_a, mean_b, float(w))).mean for w in weights]
+            return [(self.to_image(image), f"{float(w):.2f}") for image, w in zip(images, weights)]
+        codes_a, codes_b = self.model.encode(pixels_a).codes, self.model.encode(pixels_b).codes
+        if self.num_levels > 1:
+            mixes = [("A", codes_a), ("top of A, lower levels of B", [codes_a[0], *codes_b[1:]]),
+                     ("top of B, lower levels of A", [codes_b[0], *codes_a[1:]]), ("B", codes_b)]  # fmt: skip
+            return [(self.to_image(self.model.decode_code(codes)), caption) for caption, codes in mixes]
+        return self._quantized_path(pixels_a, pixels_b, steps)
+
+    def _quantized_path(self, pixels_a, pixels_b, steps):
+        features_a = self.model.pre_quantizers[0](self.model.encoders[0](pixels_a))
+        features_b = self.model.pre_quantizers[0](self.model.encoders[0](pixels_b))
+        images = []
+        for weight in torch.linspace(0, 1, steps):
+            codes = self.model.quantizers[0](torch.lerp(features_a, features_b, float(weight))).indices
+            images.append((self.to_image(self.model.decode_code([codes])), f"{float(weight):.2f}"))
+        return images
+
+    @torch.no_grad()
+    def inpaint(self, editor_value, class_label=None, temperature=1.0, seed=0):
+        """Erase (paint over) a region; its codes are resampled by the prior. -> (before, after, message)."""
+        if self.is_vae or self.pipeline is None:
+            raise DemoError("inpainting resamples codes with a prior: start the demo with --pipeline")
+        pixels, notes = self.prepare(editor_value)
+        mask = painted_mask(editor_value, tuple(self.processor.size))
+        if not mask.any():
+            raise DemoError("paint over the region to resample with the brush first")
+        labels = self._labels(class_label, 1)
+        generator = torch.Generator().manual_seed(int(seed))
+        before = self.pipeline.reconstruct(pixels).images[0]
+        after = self.pipeline.inpaint(pixels, mask[None], class_labels=labels, temperature=float(temperature),
+                                      generator=generator).images[0]  # fmt: skip
+        share = float(mask.float().mean())
+        message = f"resampled the codes under {share:.0%} of the image" + "".join(f"; {n}" for n in notes)
+        return upscale(before), upscale(after), message
+
+
+# -------------------------------------------------------------------------------------------------- helpers
+def to_pil(value) -> Image.Image:
+    """An ImageEditor value (dict), a PIL image, an array or a file path -> an RGB/RGBA/L PIL image."""
+    if isinstance(value, dict):
+        value = value.get("composite") if value.get("composite") is not None else value.get("background")
+    if value is None:
+        raise DemoError("upload, paste or draw an image first")
+    if isinstance(value, (str, Path)):
+        value = _open_image(value)
+    elif isinstance(value, np.ndarray):
+        value = Image.fromarray(value.astype(np.uint8) if value.dtype != np.uint8 else value)
+    if not isinstance(value, Image.Image):
+        raise DemoError(f"expected an image, got {type(value).__name__}")
+    if value.width * value.height > MAX_PIXELS:
+        raise DemoError(f"the image is too large ({value.width}x{value.height}); use one under {MAX_PIXELS:,} pixels")
+    return flatten(value)
+
+
+def _open_image(path) -> Image.Image:
+    try:
+        with Image.open(path) as image:
+            if image.width * image.height > MAX_PIXELS:
+                raise DemoError(f"the image is too large ({image.width}x{image.height}); use a smaller one")
+            image.load()
+            return image.copy()
+    except (UnidentifiedImageError, OSError) as error:
+        raise DemoError(f"that file is not an image we can read ({Path(path).name}): upload a PNG, JPEG or WebP") from error
+
+
+def _is_gray(image: Image.Image) -> bool:
+    """An RGB image whose three channels are equal (what the editor makes of a grayscale upload)."""
+    array = np.asarray(image.convert("RGB"))
+    return bool((array[..., 0] == array[..., 1]).all() and (array[..., 1] == array[..., 2]).all())
+
+
+def flatten(image: Image.Image) -> Image.Image:
+    """Transparent pixels (an empty drawing canvas) become black; strokes keep their colour."""
+    if image.mode in ("RGBA", "LA", "P"):
+        image = image.convert("RGBA")
+        background = Image.new("RGBA", image.size, (0, 0, 0, 255))
+        return Image.alpha_composite(background, image).convert("RGB")
+    return image if image.mode in ("RGB", "L") else image.convert("RGB")
+
+
+def painted_mask(editor_value, size: tuple[int, int]) -> torch.Tensor:
+    """Where the ImageEditor's brush layers are opaque, at the model's (height, width): a bool tensor."""
+    layers = editor_value.get("layers") if isinstance(editor_value, dict) else None
+    height, width = size
+    mask = np.zeros((height, width), dtype=bool)
+    for layer in layers or []:
+        layer = _open_image(layer) if isinstance(layer, (str, Path)) else layer
+        if isinstance(layer, np.ndarray):
+            layer = Image.fromarray(layer)
+        alpha = np.asarray(layer.convert("RGBA").getchannel("A").resize((width, height), Image.Resampling.BOX))
+        mask |= alpha > 0
+    return torch.from_numpy(mask)
+
+
+def code_map_image(codes: torch.Tensor, num_embeddings: int) -> Image.Image:
+    """A (h, w) code map -> a colour image, one fixed colour per code (golden-ratio hues)."""
+    palette = np.array([colorsys.hsv_to_rgb((k * 0.618033988749895) % 1.0, 0.65 + 0.35 * (k % 2), 0.95 - 0.3 * (k % 3) / 2)
+                        for k in range(num_embeddings)]) * 255  # fmt: skip
+    array = palette[codes.cpu().numpy()].astype(np.uint8)
+    return upscale(Image.fromarray(array, mode="RGB"))
+
+
+def upscale(image: Image.Image) -> Image.Image:
+    factor = max(1, math.ceil(DISPLAY_SIZE / max(image.size)))
+    return image.resize((image.width * factor, image.height * factor), Image.Resampling.NEAREST)
+
+
+# -------------------------------------------------------------------------------------------------- loading
+def load_demo(model_id: str | None, pipeline_id: str | None = None, classifier_id: str | None = None) -> Demo:
+    """Load the model (default: the pipeline's VQ-VAE, else what `make train` writes), the pipeline and the judge."""
+    pipeline = VQVAE2Pipeline.from_pretrained(pipeline_id) if pipeline_id else None
+    if model_id is None and pipeline is not None:
+        model, model_id = pipeline.vqvae, pipeline_id
+    else:
+        model_id = model_id or DEFAULT_MODEL
+        if model_id == DEFAULT_MODEL and not Path(model_id).exists():
+            raise SystemExit(f"{model_id} does not exist: train one with `make train` (it writes {DEFAULT_MODEL}), "
+                             "or pass --model with a saved model folder or Hub id")  # fmt: skip
+        model = AutoModel.from_pretrained(model_id)
+    judge = ClassifierJudge.from_pretrained(classifier_id) if classifier_id else None
+    return Demo(model=model.eval(), processor=_processor(model_id, model.config), pipeline=pipeline, judge=judge,
+                model_id=model_id)  # fmt: skip
+
+
+def _processor(model_id: str, config) -> VQImageProcessor:
+    try:
+        return VQImageProcessor.from_pretrained(model_id)
+    except (OSError, ValueError):
+        return VQImageProcessor.from_model_config(config)
+
+
+# -------------------------------------------------------------------------------------------------- UI
+class OutputFiles:
+    """Writes output images to unique PNG files for Gradio to serve.
+
+    Gradio caches a returned PIL image under a hash of its bytes and rewrites that file on every request, so two
+    visitors with the same result race: one download is truncated while the other request rewrites it. A returned
+    path is copied into the cache atomically instead. The newest `keep` files are kept; older ones are deleted.
+    """
+
+    def __init__(self, keep: int = 512):
+        self.folder = Path(tempfile.mkdtemp(prefix="hf_vqvae-demo-"))
+        self.keep, self.paths, self.lock = keep, collections.deque(), threading.Lock()
+
+    def convert(self, value):
+        if isinstance(value, Image.Image):
+            return self._write(value)
+        if isinstance(value, (list, tuple)):
+            return type(value)(self.convert(item) for item in value)
+        return value
+
+    def _write(self, image: Image.Image) -> str:
+        path = self.folder / f"{uuid.uuid4().hex}.png"
+        image.save(path)
+        with self.lock:
+            self.paths.append(path)
+            while len(self.paths) > self.keep:
+                self.paths.popleft().unlink(missing_ok=True)
+        return str(path)
+
+    def wrap(self, function):
+        @functools.wraps(function)  # keeps the signature, so Gradio still injects gr.Progress
+        def wrapper(*args, **kwargs):
+            return self.convert(function(*args, **kwargs))
+
+        return wrapper
+
+
+def build_app(demo: Demo) -> gr.Blocks:
+    files = OutputFiles()
+    with gr.Blocks(title="hf_vqvae demo") as app:
+        gr.Markdown(f"# hf_vqvae: {type(demo.model).__name__}\n`{demo.model_id}`; "
+                    f"sampling {'enabled' if demo.pipeline is not None or demo.is_vae else 'needs --pipeline'}")  # fmt: skip
+        _reconstruct_tab(files.wrap(demo.reconstruct))
+        _sample_tab(files.wrap(demo.sample))
+        _interpolate_tab(files.wrap(demo.interpolate))
+        _inpaint_tab(files.wrap(demo.inpaint))
+    app.queue(default_concurrency_limit=CONCURRENCY_LIMIT, max_size=QUEUE_SIZE)
+    return app
+
+
+def _editor(label: str, **kwargs) -> gr.ImageEditor:
+    return gr.ImageEditor(label=label, type="pil", sources=("upload", "clipboard"), image_mode="RGBA",
+                          brush=gr.Brush(default_size=12, colors=["#ffffff", "#000000"], color_mode="defaults"),
+                          canvas_size=(280, 280), **kwargs)  # fmt: skip
+
+
+def _reconstruct_tab(reconstruct) -> None:
+    with gr.Tab("Reconstruct"):
+        with gr.Row():
+            source = _editor("Image: upload, paste or draw (white strokes on black)", elem_id="reconstruct-input")
+            output = gr.Image(label="Reconstruction", type="pil", elem_id="reconstruct-output")
+        button = gr.Button("Reconstruct", variant="primary", elem_id="reconstruct-button")
+        with gr.Row():
+            maps = gr.Gallery(label="Code maps (one colour per code), top level first", columns=3)
+            top_only = gr.Image(label="From the top level alone (VQ-VAE-2)", type="pil")
+        report = gr.Markdown()
+        button.click(reconstruct, source, [output, maps, report, top_only], api_name="reconstruct")
+
+
+def _sample_tab(sample) -> None:
+    with gr.Tab("Sample"):
+        with gr.Row():
+            label = gr.Number(label="class", value=0, precision=0)
+            temperature = gr.Slider(0.1, 2.0, value=1.0, step=0.05, label="temperature")
+            top_k = gr.Slider(0, 512, value=0, step=1, label="top-k (0: off)")
+            top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="top-p (1: off)")
+        with gr.Row():
+            seed = gr.Number(label="seed", value=0, precision=0)
+            count = gr.Slider(1, MAX_SAMPLES, value=4, step=1, label="images")
+            use_classifier = gr.Checkbox(label="rejection sampling (needs --classifier)", value=False)
+        button = gr.Button("Sample", variant="primary")
+        gallery, message = gr.Gallery(label="Samples", columns=4), gr.Markdown()
+        button.click(sample, [label, temperature, top_k, top_p, seed, count, use_classifier], [gallery, message],
+                     api_name="sample")  # fmt: skip
+
+
+def _interpolate_tab(interpolate) -> None:
+    with gr.Tab("Interpolate"):
+        with gr.Row():
+            image_a = gr.Image(label="A", type="pil", sources=("upload", "clipboard"))
+            image_b = gr.Image(label="B", type="pil", sources=("upload", "clipboard"))
+        steps = gr.Slider(2, 16, value=7, step=1, label="steps (VAE / VQ-VAE path)")
+        button = gr.Button("Interpolate", variant="primary")
+        gallery = gr.Gallery(label="A -> B", columns=7)
+        button.click(interpolate, [image_a, image_b, steps], gallery, api_name="interpolate")
+
+
+def _inpaint_tab(inpaint) -> None:
+    with gr.Tab("Inpaint"):
+        editor = _editor("Upload an image, then paint over the region to resample")
+        with gr.Row():
+            label = gr.Number(label="class (class-conditional priors)", value=0, precision=0)
+            temperature = gr.Slider(0.1, 2.0, value=1.0, step=0.05, label="temperature")
+            seed = gr.Number(label="seed", value=0, precision=0)
+        button = gr.Button("Inpaint", variant="primary")
+        with gr.Row():
+            before, after = gr.Image(label="Before", type="pil"), gr.Image(label="After", type="pil")
+        message = gr.Markdown()
+        button.click(inpaint, [editor, label, temperature, seed], [before, after, message], api_name="inpaint")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=os.environ.get("HF_VQVAE_MODEL"),
+                        help=f"a VQ-VAE / VQ-VAE-2 / VAE folder or Hub id (default: the pipeline's, else {DEFAULT_MODEL})")
+    parser.add_argument("--pipeline", default=os.environ.get("HF_VQVAE_PIPELINE"), help="a VQVAE2Pipeline (priors)")
+    parser.add_argument("--classifier", default=os.environ.get("HF_VQVAE_CLASSIFIER"), help="for rejection sampling")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=7860)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    demo = load_demo(args.model, args.pipeline, args.classifier)
+    build_app(demo).launch(server_name=args.host, server_port=args.port)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
