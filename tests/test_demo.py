@@ -65,6 +65,10 @@ def models(tmp_path_factory):
     digit = Image.fromarray((np.random.default_rng(0).random((40, 30)) * 255).astype(np.uint8), mode="L")
     digit.save(root / "digit.png")
     Image.new("RGB", (16, 16), (200, 40, 40)).save(root / "red.png")
+    from sklearn.datasets import load_digits
+
+    seven = (load_digits().images[7] * (255 / 16)).astype(np.uint8)  # a real 8x8 digit, shown larger
+    Image.fromarray(seven, mode="L").resize((64, 64), Image.Resampling.NEAREST).save(root / "seven.png")
     (root / "notes.txt").write_text("not an image")
     return root
 
@@ -231,7 +235,7 @@ def test_reconstruct_in_a_real_browser(served, models, tmp_path):
             "--disable-component-update", "--disable-sync"])  # fmt: skip
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         page.goto(served, wait_until="networkidle")
-        page.locator("#reconstruct-input input[type=file]").first.set_input_files(str(models / "digit.png"))
+        page.locator("#reconstruct-input input[type=file]").first.set_input_files(str(models / "seven.png"))
         page.wait_for_load_state("networkidle")  # the upload request has finished
         page.locator("#reconstruct-button").click()
         page.locator("#reconstruct-output img").first.wait_for(state="visible", timeout=60_000)
