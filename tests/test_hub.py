@@ -185,3 +185,21 @@ def test_model_and_pipeline_load_by_repo_id_offline_in_a_fresh_process(runs, tmp
     assert result.returncode == 0, result.stderr[-3000:]
     assert "VQVAEModel PixelCNNPriorModel (8, 8)" in result.stdout
     assert (tmp_path / "sample.png").is_file()
+
+
+def test_fine_tune_cards_name_their_base_model_and_keep_machine_paths_out(tmp_path):
+    from hf_vqvae import VAEConfig
+    from hf_vqvae.cards import render_model_card
+
+    config = VAEConfig.from_preset("mnist-paper")
+    training = {"dataset": str(tmp_path), "steps": 10, "batch_size": 4, "base_model": "org/vae-mnist"}
+    card = render_model_card(config, {"elbo": -90.5, "nll": 88.25}, training, repo_id="org/vae-finetuned")
+    assert card.data.base_model == "org/vae-mnist" and "fine-tuned from [`org/vae-mnist`]" in card.text
+    assert str(tmp_path) not in str(card) and f"`{tmp_path.name}`" in card.text
+    assert {r.metric_type: r.metric_value for r in card.data.eval_results} == {"elbo": -90.5, "nll": 88.25}
+    local = render_model_card(config, {}, {**training, "base_model": str(tmp_path / "run")})
+    assert local.data.base_model is None and "fine-tuned from `run`" in local.text
+    with pytest.raises(ValueError, match="no model card template for model_type 'gan'"):
+        from hf_vqvae.cards import family
+
+        family("gan")

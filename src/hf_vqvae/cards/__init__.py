@@ -81,12 +81,13 @@ def render_model_card(config, metrics: dict, training: dict | None = None, *, re
     """
     training = training or {}
     model_type = config.model_type
-    dataset = str(training.get("dataset", "unknown data"))
+    source = str(training.get("dataset", "unknown data"))
+    dataset = _dataset_name(source)
     eval_results = _eval_results(metrics, dataset, _num_levels(config))
     card_data = ModelCardData(
         library_name="hf_vqvae", license="apache-2.0", pipeline_tag=_pipeline_tag(model_type),
         tags=["hf_vqvae", model_type, *(["vq-prior"] if model_type.endswith("prior") else ["image-reconstruction"])],
-        datasets=[dataset] if _is_hub_id(dataset) else None, base_model=training.get("base_model") or None,
+        datasets=[source] if _is_hub_id(source) else None, base_model=_hub_base_model(training),
         model_name=repo_id or f"{model_type}-hf_vqvae", eval_results=eval_results or None,
     )  # fmt: skip
     values = _template_values(config, metrics, training, repo_id, parameters, image, dataset)
@@ -149,15 +150,17 @@ def _results_table(metrics: dict, num_levels: int) -> list[tuple[str, str]]:
 
 def _summary(config, dataset: str, training: dict) -> str:
     text = f"A {_display_name(config.model_type)} ({_architecture_name(config)}) trained on `{dataset}`"
-    if training.get("base_model"):
+    if _hub_base_model(training):
         text += f", fine-tuned from [`{training['base_model']}`](https://huggingface.co/{training['base_model']})"
+    elif training.get("base_model"):
+        text += f", fine-tuned from `{_dataset_name(str(training['base_model']))}`"
     return text + " with [hf_vqvae](https://github.com/hf-vqvae/hf_vqvae)."
 
 
 def _training_text(training: dict) -> str:
     if not training:
         return "Not recorded."
-    parts = [f"- dataset: `{training.get('dataset', 'unknown')}`"]
+    parts = [f"- dataset: `{_dataset_name(str(training.get('dataset', 'unknown')))}`"]
     if "steps" in training:
         parts.append(f"- {training['steps']} optimizer steps, batch {training.get('batch_size', '?')} per process x "
                      f"{training.get('processes', 1)} process(es)")  # fmt: skip
@@ -196,6 +199,19 @@ def _bottom_downsample(config) -> int:
 
 def _pipeline_tag(model_type: str) -> str:
     return "image-to-image" if model_type in ("vqvae", "vqvae2") else "unconditional-image-generation"
+
+
+def _hub_base_model(training: dict) -> str | None:
+    """`base_model` metadata must be a Hub id: a fine-tune of a local folder is named in the text only."""
+    base = training.get("base_model")
+    return base if base and _is_hub_id(str(base)) else None
+
+
+def _dataset_name(source: str) -> str:
+    """A Hub id as it is; a local folder by its name (machine paths stay out of cards)."""
+    if source.startswith(("/", ".", "~")) or Path(source).exists():
+        return Path(source).name or source
+    return source
 
 
 def _is_hub_id(name: str) -> bool:
