@@ -71,12 +71,13 @@ class Demo:
         notes = []
         height, width = self.processor.size
         if image.size != (width, height):
-            note = f"resized from {image.width}x{image.height} to the model's {width}x{height}"
-            notes.append(("downscaled" if image.width * image.height > width * height else "upscaled") + note[7:])
+            direction = "downscaled" if image.width * image.height > width * height else "upscaled"
+            notes.append(f"{direction} from {image.width}x{image.height} to the model's {width}x{height}")
         wanted = "L" if self.model.config.num_channels == 1 else "RGB"
-        if image.mode != wanted and not (wanted == "L" and _is_gray(image)):
-            notes.append("converted to grayscale (the model reads one channel)" if wanted == "L" and image.mode != "L"
-                         else f"converted to {wanted}")  # fmt: skip
+        if wanted == "L" and not _is_gray(image):
+            notes.append("converted to grayscale (the model reads one channel)")
+        elif wanted == "RGB" and image.mode == "L":
+            notes.append("converted to RGB (the model reads three channels)")
         pixels = self.processor(image.convert(wanted), return_tensors="pt")["pixel_values"]
         return pixels.to(self.model.device, self.model.dtype), notes
 

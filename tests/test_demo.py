@@ -244,3 +244,19 @@ def test_reconstruct_in_a_real_browser(served, models, tmp_path):
     assert screenshot.stat().st_size > 10_000
     if SCREENSHOT_COPY:
         shutil.copy(screenshot, SCREENSHOT_COPY)
+
+
+def test_rejection_sampling_keeps_the_classifiers_most_confident(demo, models):
+    from transformers import ResNetConfig, ResNetForImageClassification
+
+    from hf_vqvae.pipelines import ClassifierJudge
+
+    torch.manual_seed(0)
+    classifier = ResNetForImageClassification(ResNetConfig(num_channels=1, embedding_size=8, hidden_sizes=[8, 8],
+                                                           depths=[1, 1], num_labels=10, layer_type="basic"))  # fmt: skip
+    judged = demo_app.Demo(model=demo.model, processor=demo.processor, pipeline=demo.pipeline,
+                           judge=ClassifierJudge(classifier, image_mean=[0.5], image_std=[0.5]))  # fmt: skip
+    gallery, message = judged.sample(3, 1.0, 0, 1.0, 0, 2, True)
+    assert len(gallery) == 2 and "kept the 2 most confident of 8 samples" in message
+    low, high = (float(x) for x in message.rsplit(": ", 1)[1].split(".."))
+    assert 0 <= low <= high <= 1
