@@ -72,9 +72,7 @@ def _assemble_model(source: Path, target: Path, repo_id: str, card: bool = True)
 
 def _write_card(source: Path, target: Path, repo_id: str) -> None:
     """Re-render the card from metrics.json (its `training` key holds the set-up); else keep the run's card."""
-    from transformers import AutoConfig
-
-    import hf_vqvae  # noqa: F401  (registers the configs with AutoConfig)
+    from transformers import AutoConfig  # the package's __init__ has registered its configs
 
     metrics_path = source / "metrics.json"
     if metrics_path.is_file():

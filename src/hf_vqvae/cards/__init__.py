@@ -107,7 +107,7 @@ def _template_values(config, metrics, training, repo_id, parameters, image, data
         codebook_training="EMA (decay {})".format(config.ema_decay) if getattr(config, "ema_decay", None) else
         "codebook loss (gradient)", bottom_downsample=_bottom_downsample(config), dataset=dataset,
         image_size=getattr(config, "image_size", None), training_text=_training_text(training),
-        eval_text=f"{training['eval_images']} held-out images" if training.get("eval_images") else "the held-out split",
+        eval_text=_eval_text(metrics, training),
         results=_results_table(metrics, num_levels), citations=[BIBTEX[name] for name in CITATIONS[model_type]],
         cli_model={"vqvae": "vqvae", "vqvae2": "vqvae2", "vae": "vae", "pixelcnn_prior": "pixelcnn-prior",
                    "transformer_prior": "transformer-prior"}[model_type],
@@ -146,6 +146,14 @@ def _results_table(metrics: dict, num_levels: int) -> list[tuple[str, str]]:
     rows += [(key, _format(value)) for key, value in sorted(metrics.items())
              if key not in skip and not key.endswith(full) and isinstance(value, (int, float, str))]  # fmt: skip
     return rows
+
+
+def _eval_text(metrics: dict, training: dict) -> str:
+    if training.get("eval_images"):
+        return f"{training['eval_images']:,} held-out images"
+    if metrics.get("eval_codes"):
+        return f"{metrics['eval_codes']:,} held-out codes"
+    return "the held-out split"
 
 
 def _summary(config, dataset: str, training: dict) -> str:
