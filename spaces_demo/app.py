@@ -31,6 +31,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 import hf_vqvae  # noqa: F401  (registers the Auto classes)
 from hf_vqvae import VQImageProcessor, VQVAE2Pipeline
+from hf_vqvae.image_processing import resize_and_center_crop
 from hf_vqvae.pipelines import ClassifierJudge
 from transformers import AutoModel
 
@@ -204,7 +205,8 @@ class Demo:
         """Erase (paint over) a region; its codes are resampled by the prior. -> (before, after, message)."""
         if self.is_vae or self.pipeline is None:
             raise DemoError("inpainting resamples codes with a prior: start the demo with --pipeline")
-        pixels, notes = self.prepare(editor_value)
+        original = editor_value.get("background") if isinstance(editor_value, dict) else None
+        pixels, notes = self.prepare(original if original is not None else editor_value)  # without the brush strokes
         mask = painted_mask(editor_value, tuple(self.processor.size))
         if not mask.any():
             raise DemoError("paint over the region to resample with the brush first")
@@ -271,8 +273,8 @@ def painted_mask(editor_value, size: tuple[int, int]) -> torch.Tensor:
         layer = _open_image(layer) if isinstance(layer, (str, Path)) else layer
         if isinstance(layer, np.ndarray):
             layer = Image.fromarray(layer)
-        alpha = np.asarray(layer.convert("RGBA").getchannel("A").resize((width, height), Image.Resampling.BOX))
-        mask |= alpha > 0
+        alpha = layer.convert("RGBA").getchannel("A")  # resized and cropped exactly as the image is
+        mask |= np.asarray(resize_and_center_crop(alpha, height, width, Image.Resampling.BOX)) > 0
     return torch.from_numpy(mask)
 
 

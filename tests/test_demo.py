@@ -260,3 +260,13 @@ def test_rejection_sampling_keeps_the_classifiers_most_confident(demo, models):
     assert len(gallery) == 2 and "kept the 2 most confident of 8 samples" in message
     low, high = (float(x) for x in message.rsplit(": ", 1)[1].split(".."))
     assert 0 <= low <= high <= 1
+
+
+def test_the_inpainting_mask_is_cropped_like_the_image():
+    """A wide image is centre-cropped to the model's square: strokes outside the crop mask nothing."""
+    layer = Image.new("RGBA", (64, 16), (0, 0, 0, 0))
+    layer.paste((255, 255, 255, 255), (0, 0, 16, 16))  # left edge: cropped away
+    assert not demo_app.painted_mask({"layers": [layer]}, (16, 16)).any()
+    layer.paste((255, 255, 255, 255), (24, 0, 32, 16))  # the left half of the centre crop (columns 24..40)
+    mask = demo_app.painted_mask({"layers": [layer]}, (16, 16))
+    assert mask[:, :8].all() and not mask[:, 8:].any()

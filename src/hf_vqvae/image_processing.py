@@ -116,7 +116,7 @@ class VQImageProcessor(BaseImageProcessor):
     def _to_model_array(self, pil: Image.Image) -> np.ndarray:
         height, width = self.size
         if self.do_resize:
-            pil = _resize_and_center_crop(pil, height, width, _RESAMPLE[self.resample])
+            pil = resize_and_center_crop(pil, height, width, _RESAMPLE[self.resample])
         elif pil.size != (width, height):
             raise ValueError(f"image is {pil.size[1]}x{pil.size[0]} but do_resize=False needs {height}x{width}")
         array = np.asarray(pil, dtype=np.float32) / 255.0  # (H, W[, C]) in [0, 1]
@@ -160,7 +160,7 @@ def _array_to_pil(array: np.ndarray, index: int) -> Image.Image:
     return Image.fromarray(array)
 
 
-def _resize_and_center_crop(pil: Image.Image, height: int, width: int, resample) -> Image.Image:
+def resize_and_center_crop(pil: Image.Image, height: int, width: int, resample) -> Image.Image:
     """Scale so that the image covers height x width (aspect kept), then crop the centre."""
     in_width, in_height = pil.size
     if (in_height, in_width) == (height, width):
@@ -172,4 +172,4 @@ def _resize_and_center_crop(pil: Image.Image, height: int, width: int, resample)
     return pil.crop((left, top, left + width, top + height))
 
 
-__all__ = ["VQImageProcessor"]
+__all__ = ["VQImageProcessor", "resize_and_center_crop"]
