@@ -68,6 +68,45 @@ class TestVQVAE2ThreeLevels(_VQTester):
         return tiny_vqvae2_config(level_downsamples=[1, 1, 2], dead_code_threshold=2, ema_bias_correction=True)
 
 
+class TestVQVAECompact(_VQTester):
+    model_class = VQVAEModel
+
+    def make_config(self):
+        return tiny_vqvae_config(architecture="compact", num_channels=1)
+
+
+class TestVQVAE2Compact(_VQTester):
+    model_class = VQVAE2Model
+
+    def make_config(self):
+        return tiny_vqvae2_config(architecture="compact")
+
+
+def test_compact_codes_depend_only_on_their_own_patch():
+    """The compact encoder's code at a position changes only when pixels near its 4x4 patch change."""
+    model = VQVAEModel(tiny_vqvae_config(architecture="compact", num_channels=1, image_size=32)).eval()
+    pixels = torch.rand(1, 1, 32, 32) * 2 - 1
+    changed = pixels.clone()
+    changed[..., 16:, 16:] = torch.rand(1, 1, 16, 16) * 2 - 1  # the bottom-right quarter
+    with torch.no_grad():
+        before, after = model.encode(pixels).codes[0], model.encode(changed).codes[0]
+        features = model.pre_quantizers[0](model.encoders[0](pixels))
+        features_changed = model.pre_quantizers[0](model.encoders[0](changed))
+    untouched = (slice(None), slice(None), slice(0, 3), slice(None))  # latent rows 0..2 read pixel rows 0..11 only
+    assert torch.equal(features[untouched], features_changed[untouched])
+    assert torch.equal(before[:, :3], after[:, :3])
+    assert not torch.equal(features, features_changed)
+    paper = VQVAEModel(tiny_vqvae_config(num_channels=1, image_size=32)).eval()  # the paper's encoder sees further
+    with torch.no_grad():
+        wide = paper.pre_quantizers[0](paper.encoders[0](pixels)), paper.pre_quantizers[0](paper.encoders[0](changed))
+    assert not torch.equal(wide[0][untouched], wide[1][untouched])
+
+
+def test_unknown_architecture_is_refused():
+    with pytest.raises(ValueError, match="architecture must be one of paper, compact, got 'resnet'"):
+        VQVAEConfig(architecture="resnet")
+
+
 @pytest.mark.parametrize("make", [tiny_vqvae_config, tiny_vqvae2_config])
 def test_decode_code_reproduces_forward(make):
     config = make()

@@ -88,6 +88,56 @@ class Decoder(nn.Module):
         return self.blocks(hidden)
 
 
+class CompactEncoder(nn.Module):
+    """`num_downsamples` 3x3 stride-2 convs with ReLU (the first to channels // 2 when there are several), nothing
+    after them: each output position sees only its own patch and a pixel around it (the Keras VQ-VAE example's
+    encoder). Its codes are local, which makes them easier for a prior to predict.
+
+    (B, in_channels, H, W) -> (B, channels, H / 2**num_downsamples, W / 2**num_downsamples)
+    """
+
+    def __init__(self, in_channels: int, channels: int, num_downsamples: int, **_unused):
+        super().__init__()
+        layers: list[nn.Module] = []
+        current = in_channels
+        for stage in range(max(num_downsamples, 1)):
+            out = channels // 2 if stage == 0 and num_downsamples > 1 else channels
+            layers += [nn.Conv2d(current, out, kernel_size=3, stride=2 if num_downsamples else 1, padding=1),
+                       nn.ReLU(inplace=True)]  # fmt: skip
+            current = out
+        self.blocks = nn.Sequential(*layers)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.blocks(pixel_values)
+
+
+class CompactDecoder(nn.Module):
+    """`num_upsamples` 3x3 stride-2 transposed convs with ReLU (the last to channels // 2 when there are several),
+    then a 3x3 conv to `out_channels` (the Keras VQ-VAE example's decoder).
+
+    (B, in_channels, h, w) -> (B, out_channels, h * 2**num_upsamples, w * 2**num_upsamples)
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, channels: int, num_upsamples: int, **_unused):
+        super().__init__()
+        layers: list[nn.Module] = []
+        current = in_channels
+        for stage in range(num_upsamples):
+            out = channels // 2 if stage == num_upsamples - 1 and num_upsamples > 1 else channels
+            layers += [nn.ConvTranspose2d(current, out, kernel_size=3, stride=2, padding=1, output_padding=1),
+                       nn.ReLU(inplace=True)]  # fmt: skip
+            current = out
+        layers.append(nn.Conv2d(current, out_channels, kernel_size=3, padding=1))
+        self.blocks = nn.Sequential(*layers)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.blocks(hidden)
+
+
+ENCODERS = {"paper": Encoder, "compact": CompactEncoder}
+DECODERS = {"paper": Decoder, "compact": CompactDecoder}
+
+
 class Upsampler(nn.Module):
     """`num_upsamples` 4x4 stride-2 transposed convs (ReLU between), channels unchanged; identity for 0."""
 

@@ -42,11 +42,17 @@ class _PresetMixin:
         return cls(**{**copy.deepcopy(cls.PRESETS[name]), **overrides})
 
 
+# "paper": 4x4 stride-2 convs, a 3x3 conv and residual blocks (the papers; rosinality's layout).
+# "compact": 3x3 stride-2 convs only (the Keras VQ-VAE example): local codes, no residual blocks.
+ARCHITECTURES = ("paper", "compact")
+
+
 class _VQConfigBase(_PresetMixin, PreTrainedConfig):
     """Fields and validation shared by [`VQVAEConfig`] and [`VQVAE2Config`]; see their docstrings."""
 
     num_channels: int = 3
     image_size: int | list[int] = 32
+    architecture: str = "paper"
     hidden_channels: int = 128
     residual_channels: int = 64
     num_residual_blocks: int = 2
@@ -67,6 +73,8 @@ class _VQConfigBase(_PresetMixin, PreTrainedConfig):
         super().__post_init__(**kwargs)
 
     def _validate_common(self) -> None:
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(f"architecture must be one of {', '.join(ARCHITECTURES)}, got {self.architecture!r}")
         _check_int("num_channels", self.num_channels, 1)
         _check_int("hidden_channels", self.hidden_channels, 2)
         _check_int("residual_channels", self.residual_channels, 1)
@@ -134,6 +142,9 @@ class VQVAEConfig(_VQConfigBase):
         num_channels (`int`, defaults to 3): image channels (1 grayscale, 3 RGB).
         image_size (`int` or `[height, width]`, defaults to 32): the training resolution; the image processor resizes
             to it. The model itself is fully convolutional and takes any size divisible by `2**num_downsamples`.
+        architecture (`str`, defaults to `"paper"`): `"paper"` (4x4 stride-2 convs, a 3x3 conv and residual blocks,
+            §4.1) or `"compact"` (3x3 stride-2 convs only, as in the Keras VQ-VAE example: each code sees only its
+            patch, so its codes are easier for a prior to predict; `residual_*` are then unused).
         hidden_channels (`int`, defaults to 128): channels of the encoder and decoder (the paper: 256).
         residual_channels (`int`, defaults to 64): channels inside each residual block.
         num_residual_blocks (`int`, defaults to 2): residual blocks in the encoder and in the decoder.
@@ -203,6 +214,8 @@ class VQVAE2Config(_VQConfigBase):
         level_downsamples (`list[int]`, defaults to `[1, 2]`): stride-2 stages of each level's encoder, top level
             first. The bottom encoder reads the image; every other level reads the output of the level below. The
             default gives a 64x64 bottom and 32x32 top latent for 256x256 images.
+        architecture (`str`, defaults to `"paper"`): `"paper"` (4x4 stride-2 convs, 3x3 convs and residual blocks) or
+            `"compact"` (3x3 stride-2 convs only: local codes; `residual_*` unused); see [`VQVAEConfig`].
         hidden_channels (`int`, defaults to 128): channels of the encoders and decoders.
         residual_channels (`int`, defaults to 64): channels inside each residual block (rosinality's code: 32).
         num_residual_blocks (`int`, defaults to 2): residual blocks in every encoder and decoder.

@@ -16,7 +16,7 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers.utils import ModelOutput
 
-from .blocks import Decoder, Encoder, Upsampler
+from .blocks import DECODERS, ENCODERS, Upsampler
 from .configuration_vqvae import VQVAE2Config, VQVAEConfig
 from .quantizer import VectorQuantizer
 
@@ -82,9 +82,10 @@ class VQPreTrainedModel(PreTrainedModel):
         num_levels = len(levels)
         hidden, dim = config.hidden_channels, config.embedding_dim
         blocks = dict(residual_channels=config.residual_channels, num_residual_blocks=config.num_residual_blocks)
+        encoder, decoder = ENCODERS[config.architecture], DECODERS[config.architecture]
         # encoders[l] reads the image (bottom level) or the output of encoders[l + 1].
         self.encoders = nn.ModuleList(
-            Encoder(config.num_channels if level == num_levels - 1 else hidden, hidden, num_downsamples=down, **blocks)
+            encoder(config.num_channels if level == num_levels - 1 else hidden, hidden, num_downsamples=down, **blocks)
             for level, down in enumerate(levels)
         )
         # Level l > 0 quantizes [decoded upper levels, its encoder output] (rosinality: quantize_conv_b).
@@ -94,13 +95,13 @@ class VQPreTrainedModel(PreTrainedModel):
         self.quantizers = nn.ModuleList(_make_quantizer(config) for _ in range(num_levels))
         # condition_decoders[l - 1] decodes levels 0..l-1 (at level l-1's resolution) to level l's resolution.
         self.condition_decoders = nn.ModuleList(
-            Decoder(dim * level, dim, hidden, num_upsamples=levels[level - 1], **blocks) for level in range(1, num_levels)
+            decoder(dim * level, dim, hidden, num_upsamples=levels[level - 1], **blocks) for level in range(1, num_levels)
         )
         # upsamplers["j_to_k"] brings level j's code vectors to level k's resolution.
         self.upsamplers = nn.ModuleDict(
             {f"{j}_to_{k}": Upsampler(dim, sum(levels[j:k])) for k in range(1, num_levels) for j in range(k)}
         )
-        self.decoder = Decoder(dim * num_levels, config.num_channels, hidden, num_upsamples=levels[-1], **blocks)
+        self.decoder = decoder(dim * num_levels, config.num_channels, hidden, num_upsamples=levels[-1], **blocks)
         self.post_init()
 
     # ------------------------------------------------------------------------------------------------------------
