@@ -152,7 +152,7 @@ def test_lower_level_depends_on_upper_level_codes():
 
 def test_presets_match_the_papers():
     presets = list_presets()
-    assert presets["VQVAEConfig"] == ["cifar10-paper", "imagenet128-paper", "mnist"]
+    assert presets["VQVAEConfig"] == ["cifar10-paper", "imagenet128-paper", "mnist", "mnist-residual"]
     assert presets["VQVAE2Config"] == ["ffhq1024-paper", "imagenet256-paper", "rosinality-ffhq256"]
     assert VQVAEConfig.from_preset("imagenet128-paper").latent_shapes() == [(32, 32)]
     assert VQVAEConfig.from_preset("mnist").latent_shapes() == [(7, 7)]

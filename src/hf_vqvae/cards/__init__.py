@@ -101,7 +101,7 @@ def _template_values(config, metrics, training, repo_id, parameters, image, data
         config=config, title=f"{_display_name(model_type)} trained with hf_vqvae", repo_id=repo_id or "PATH_OR_REPO_ID",
         summary=_summary(config, dataset, training), image=image or "", image_caption="reconstructions" if
         model_type.startswith("vq") else "samples", parameters=f"{parameters:,}" if parameters else "see config",
-        architecture=[(key, getattr(config, key)) for key in _ARCHITECTURE_FIELDS if hasattr(config, key)],
+        architecture=[(key, getattr(config, key)) for key in _ARCHITECTURE_FIELDS if _shown(config, key)],
         architecture_name=_architecture_name(config), num_levels=num_levels,
         latent_shapes=config.latent_shapes() if hasattr(config, "latent_shapes") else None,
         codebook_training="EMA (decay {})".format(config.ema_decay) if getattr(config, "ema_decay", None) else
@@ -148,6 +148,13 @@ def _results_table(metrics: dict, num_levels: int) -> list[tuple[str, str]]:
     return rows
 
 
+def _shown(config, key: str) -> bool:
+    """Config fields of the card's table: those the architecture uses (compact VQ blocks have no residual blocks)."""
+    if not hasattr(config, key):
+        return False
+    return not (key.startswith(("residual_", "num_residual")) and getattr(config, "architecture", None) == "compact")
+
+
 def _eval_text(metrics: dict, training: dict) -> str:
     if training.get("eval_images"):
         return f"{training['eval_images']:,} held-out images"
@@ -189,7 +196,9 @@ def _display_name(model_type: str) -> str:
 def _architecture_name(config) -> str:
     model_type = config.model_type
     if model_type in ("vqvae", "vqvae2"):
-        return f"{_num_levels(config)}-level VQ-VAE, K = {config.num_embeddings}, D = {config.embedding_dim}"
+        blocks = getattr(config, "architecture", "paper")
+        return f"{_num_levels(config)}-level VQ-VAE with {blocks} blocks, K = {config.num_embeddings}, " \
+               f"D = {config.embedding_dim}"
     if model_type == "vae":
         return f"{config.architecture} VAE, {config.latent_dim}-d latent, {config.decoder_distribution} decoder"
     if model_type == "pixelcnn_prior":
