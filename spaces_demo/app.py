@@ -4,9 +4,10 @@
     python spaces_demo/app.py --model outputs/vqvae-digits --pipeline outputs/mnist-pipeline
     python spaces_demo/app.py --model org/vqvae2-imagenet --classifier org/classifier --port 7861
 
-On the Hub this folder runs as a Space; the model ids come from the environment variables HF_VQVAE_MODEL,
-HF_VQVAE_PIPELINE and HF_VQVAE_CLASSIFIER (set in the Space's settings), else from the defaults below.
-Nothing needs the network when the models are local folders.
+On the Hub this folder runs as a Space: there (SPACE_ID is set) the models listed in this folder's README.md
+header are used, in order: the model, the pipeline, the classifier. The environment variables HF_VQVAE_MODEL,
+HF_VQVAE_PIPELINE and HF_VQVAE_CLASSIFIER (or the command-line options) override them. Nothing needs the network
+when the models are local folders.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 import torch
+import yaml
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 import hf_vqvae  # noqa: F401  (registers the Auto classes)
@@ -426,12 +428,23 @@ def _inpaint_tab(inpaint) -> None:
         button.click(inpaint, [editor, label, temperature, seed], [before, after, message], api_name="inpaint")
 
 
+def space_model_ids(readme: Path = Path(__file__).with_name("README.md")) -> list[str | None]:
+    """The `models:` of the Space header (model, pipeline, classifier), padded with None."""
+    if not readme.is_file():
+        return [None, None, None]
+    header = readme.read_text().split("---")
+    models = (yaml.safe_load(header[1]) or {}).get("models", []) if len(header) > 2 else []
+    return (list(models) + [None, None, None])[:3]
+
+
 def parse_args(argv=None) -> argparse.Namespace:
+    space = space_model_ids() if os.environ.get("SPACE_ID") else [None, None, None]
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=os.environ.get("HF_VQVAE_MODEL"),
+    parser.add_argument("--model", default=os.environ.get("HF_VQVAE_MODEL", space[0]),
                         help=f"a VQ-VAE / VQ-VAE-2 / VAE folder or Hub id (default: the pipeline's, else {DEFAULT_MODEL})")
-    parser.add_argument("--pipeline", default=os.environ.get("HF_VQVAE_PIPELINE"), help="a VQVAE2Pipeline (priors)")
-    parser.add_argument("--classifier", default=os.environ.get("HF_VQVAE_CLASSIFIER"), help="for rejection sampling")
+    parser.add_argument("--pipeline", default=os.environ.get("HF_VQVAE_PIPELINE", space[1]), help="a VQVAE2Pipeline")
+    parser.add_argument("--classifier", default=os.environ.get("HF_VQVAE_CLASSIFIER", space[2]),
+                        help="an image classifier for rejection sampling")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=7860)
     return parser.parse_args(argv)

@@ -144,6 +144,18 @@ def test_inpaint_resamples_the_painted_region(demo, models):
         demo.inpaint({"background": background, "layers": [], "composite": background}, 4, 1.0, 0)
 
 
+def test_on_a_space_the_models_come_from_the_readme_header(monkeypatch):
+    monkeypatch.delenv("HF_VQVAE_MODEL", raising=False)
+    assert demo_app.parse_args([]).model is None  # locally: the model `make train` writes (see load_demo)
+    monkeypatch.setenv("SPACE_ID", "org/demo")
+    args = demo_app.parse_args([])
+    assert [args.model, args.pipeline, args.classifier] == demo_app.space_model_ids()
+    assert args.model == "hf-vqvae/vqvae-mnist" and args.pipeline == "hf-vqvae/vqvae-mnist-pipeline"
+    monkeypatch.setenv("HF_VQVAE_MODEL", "org/other")
+    assert demo_app.parse_args([]).model == "org/other"
+    assert demo_app.parse_args(["--model", "local/folder"]).model == "local/folder"
+
+
 def test_missing_default_model_says_how_to_make_one(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit, match="make train"):
