@@ -23,7 +23,12 @@ import torch
 import torch.nn.functional as F
 from datasets import ClassLabel
 from tqdm.auto import tqdm
-from transformers import ResNetConfig, ResNetForImageClassification, ViTImageProcessorPil
+from transformers import ResNetConfig, ResNetForImageClassification
+
+try:  # the PIL-backed processor needs no torchvision (transformers >= 5 names it so)
+    from transformers import ViTImageProcessorPil as ViTImageProcessor
+except ImportError:
+    from transformers import ViTImageProcessor
 
 from hf_vqvae.data import DataArguments, ImageTransform, batches_for_rank, load_image_splits
 from hf_vqvae.data.loading import DEFAULT_DATASET
@@ -75,9 +80,9 @@ def build_classifier(num_channels: int, names: list[str], hidden_sizes=(32, 64))
     return ResNetForImageClassification(config)
 
 
-def image_processor(image_size: int, num_channels: int) -> ViTImageProcessorPil:
+def image_processor(image_size: int, num_channels: int) -> ViTImageProcessor:
     """Resize to the training size and map [0, 1] to [-1, 1], as the training transform does."""
-    return ViTImageProcessorPil(size={"height": image_size, "width": image_size}, image_mean=[0.5] * num_channels,
+    return ViTImageProcessor(size={"height": image_size, "width": image_size}, image_mean=[0.5] * num_channels,
                                 image_std=[0.5] * num_channels)  # fmt: skip
 
 
