@@ -29,7 +29,7 @@ import gradio as gr
 import numpy as np
 import torch
 import yaml
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 import hf_vqvae  # noqa: F401  (registers the Auto classes)
 from hf_vqvae import VQImageProcessor, VQVAE2Pipeline
