@@ -34,13 +34,14 @@ from PIL import Image, UnidentifiedImageError
 import hf_vqvae  # noqa: F401  (registers the Auto classes)
 from hf_vqvae import VQImageProcessor, VQVAE2Pipeline
 from hf_vqvae.image_processing import resize_and_center_crop
-from hf_vqvae.pipelines import ClassifierJudge
+from hf_vqvae.pipelines import ClassifierJudge, rejection_sample
 from transformers import AutoModel
 
 DEFAULT_MODEL = "outputs/vqvae-digits"  # what `make train` writes
 MAX_PIXELS = 40_000_000  # larger uploads are refused rather than decoded
 DISPLAY_SIZE = 224  # outputs are shown at least this large (nearest-neighbour upscaling)
 MAX_SAMPLES = 16
+REJECTION_CANDIDATES = 4  # samples drawn per image kept by rejection sampling
 CONCURRENCY_LIMIT = 2  # requests of one event computed at once; the rest wait in the queue
 QUEUE_SIZE = 64
 
@@ -158,20 +159,21 @@ class Demo:
         return [label] * count
 
     def _rejection_sample(self, labels, num_images, generator, sampling, progress):
+        """The top quarter of 4x as many samples by the classifier's probability for the class (VQ-VAE-2 §3.3)."""
         if self.judge is None:
             raise DemoError("no classifier is configured: start the demo with --classifier to use rejection sampling")
         if labels is None:
             raise DemoError("rejection sampling needs a class-conditional prior")
-        candidates = []
-        for _ in progress.tqdm(range(num_images * 4), desc="sampling candidates"):
-            candidates.append(self.pipeline(1, class_labels=labels[:1], generator=generator, output_type="pt", **sampling).images)
-        batch = torch.cat(candidates)
-        probabilities = torch.softmax(self.judge(batch).float(), dim=-1)[:, labels[0]]
-        keep = probabilities.argsort(descending=True)[:num_images]
-        images = self.pipeline.numpy_to_pil(batch[keep].permute(0, 2, 3, 1).numpy())
+        candidates = num_images * REJECTION_CANDIDATES
+        result = rejection_sample(self.pipeline, self.judge, class_label=labels[0], num_samples=candidates,
+                                  keep_fraction=1 / REJECTION_CANDIDATES, batch_size=1, generator=generator,
+                                  progress=lambda batches: progress.tqdm(batches, desc="sampling candidates"),
+                                  **sampling)  # fmt: skip
+        kept = result["probabilities"][result["kept"]]
+        images = self.pipeline.numpy_to_pil(result["images"].permute(0, 2, 3, 1).numpy())
         return [upscale(image) for image in images], (
-            f"kept the {num_images} most confident of {len(batch)} samples (acceptance rate 0.25); "
-            f"p(class {labels[0]}) of the kept: {probabilities[keep].min():.2f}..{probabilities[keep].max():.2f}")
+            f"kept the {len(images)} most confident of {candidates} samples (acceptance rate "
+            f"{result['acceptance_rate']:.2f}); p(class {labels[0]}) of the kept: {kept.min():.2f}..{kept.max():.2f}")
 
     @torch.no_grad()
     def interpolate(self, value_a, value_b, steps=7):

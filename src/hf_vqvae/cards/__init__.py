@@ -139,8 +139,9 @@ def _expanded_metrics(num_levels: int):
 
 
 def _results_table(metrics: dict, num_levels: int) -> list[tuple[str, str]]:
-    rows = [(label, _format(metrics[key])) for key, label, _, _ in _expanded_metrics(num_levels) if key in metrics]
-    shown = {key for key, *_ in _expanded_metrics(num_levels)}
+    known = list(_expanded_metrics(num_levels))
+    rows = [(label, _format(metrics[key])) for key, label, _, _ in known if key in metrics]
+    shown = {key for key, *_ in known}
     skip = shown | {"training", "skipped_images", "train_steps"}
     full = f"_levels_0_to_{num_levels - 1}"  # the same figures as the full reconstruction's
     rows += [(key, _format(value)) for key, value in sorted(metrics.items())

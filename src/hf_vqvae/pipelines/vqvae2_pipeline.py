@@ -9,7 +9,7 @@ decode, the papers' denoising use) and classifier-based rejection sampling (VQ-V
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -191,20 +191,22 @@ def check_priors_match(vqvae, priors: list, given: list[bool]) -> None:
 
 def rejection_sample(pipe: VQVAE2Pipeline, classifier: Callable[[torch.Tensor], torch.Tensor], class_label: int,
                      num_samples: int, threshold: float | None = None, keep_fraction: float | None = None,
-                     batch_size: int = 16, generator: torch.Generator | None = None, **sampling) -> dict:  # fmt: skip
+                     batch_size: int = 16, generator: torch.Generator | None = None,
+                     progress: Callable[[Iterable], Iterable] | None = None, **sampling) -> dict:  # fmt: skip
     """Classifier-based rejection sampling (VQ-VAE-2 §3.3): keep samples whose classifier probability for
     `class_label` is above `threshold`, or the top `keep_fraction` of them.
 
     `classifier` maps images in [0, 1] `(B, C, H, W)` to logits `(B, num_classes)` (wrap a transformers
     `AutoModelForImageClassification` with its processor to get one). Returns `images` (kept, [0, 1] tensors),
-    `probabilities` (of every sample), `acceptance_rate`.
+    `probabilities` (of every sample), `acceptance_rate`. `progress` wraps the loop over batches (e.g. `tqdm`).
     """
     if (threshold is None) == (keep_fraction is None):
         raise ValueError("give exactly one of threshold (a probability) or keep_fraction (in (0, 1])")
     if keep_fraction is not None and not 0.0 < keep_fraction <= 1.0:
         raise ValueError(f"keep_fraction must lie in (0, 1], got {keep_fraction}")
     images, probabilities = [], []
-    for start in range(0, num_samples, batch_size):
+    starts = range(0, num_samples, batch_size)
+    for start in progress(starts) if progress is not None else starts:
         count = min(batch_size, num_samples - start)
         batch = pipe(count, class_labels=[class_label] * count, generator=generator, output_type="pt", **sampling).images
         with torch.no_grad():
