@@ -17,7 +17,7 @@
 Every model trains through hf_vqvae.training.train (the code behind scripts/train.py) and is evaluated with
 hf_vqvae.evaluation on the held-out split. Usage:
 
-    .venv/bin/python benchmarks/quality_mnist.py --json quality.json        # the full run (~30 min on 2 cores)
+    .venv/bin/python benchmarks/quality_mnist.py --json quality.json        # the full run (about an hour on 2 cores)
     .venv/bin/python benchmarks/quality_mnist.py --quick                    # smoke run, a minute
     .venv/bin/python benchmarks/quality_mnist.py --parts prior --json prior.json   # the prior stage alone
 """
@@ -160,7 +160,7 @@ def prior_mnist(args, datasets: Path) -> dict:
     model_args = ModelArguments(model="pixelcnn-prior", preset="mnist", codes_dataset=str(codes), level=0)
     train_args = TrainArguments(report_to="none", logging_steps=200, output_dir=str(folder), lr_warmup_steps=100,
                                 max_train_steps=args.prior_steps, train_batch_size=128, learning_rate=2e-3,
-                                eval_batch_size=500)  # fmt: skip
+                                adam_weight_decay=0.3, eval_batch_size=500)  # fmt: skip
     metrics = train(model_args, DataArguments(), train_args, overrides={})
     classifier, accuracy = train_mnist_classifier(args, datasets)
     recognised = _classify_samples(PixelCNNPriorModel.from_pretrained(folder).eval(),

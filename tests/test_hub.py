@@ -23,7 +23,8 @@ TINY_VQ = ["--model", "vqvae", "--preset", "mnist", "--resolution", "8", "--num_
            "--train_batch_size", "16", "--report_to", "none", "--lr_warmup_steps", "2", "--max_train_steps", "4",
            "--checkpointing_steps", "2", "--image_logging_steps", "2"]  # fmt: skip
 TINY_PRIOR = ["--model", "pixelcnn-prior", "--preset", "mnist", "--level", "0", "--train_batch_size", "16",
-              "--max_train_steps", "3", "--report_to", "none", "--hidden_channels", "8", "--num_layers", "2"]  # fmt: skip
+              "--max_train_steps", "3", "--report_to", "none", "--hidden_channels", "8", "--num_layers", "2",
+              "--adam_weight_decay", "0.3"]  # fmt: skip
 MODEL_FILES = {"README.md", "config.json", "model.safetensors", "preprocessor_config.json", "metrics.json",
                "reconstructions.png", "configuration_vqvae.py", "modeling_vqvae.py", "blocks.py", "quantizer.py"}  # fmt: skip
 PRIOR_FILES = {"config.json", "model.safetensors", "metrics.json", "codes_info.json", "configuration_pixelcnn_prior.py",
@@ -65,6 +66,7 @@ def test_the_card_of_a_training_run_has_metadata_metrics_and_valid_yaml(runs):
     for section in ("## Model", "## Training", "## Results", "## Usage", "## Limitations", "## Citation"):
         assert section in text, section
     assert f"{metrics['psnr']:.5g}" in text and "4 optimizer steps, batch 16" in text
+    assert "learning rate 0.0002, precision no" in text  # no weight decay, so none named
     assert "![reconstructions](reconstructions.png)" in text and "vandenoord2017neural" in text
     assert "| codebook size K | 32 |" in text
 
@@ -78,6 +80,7 @@ def test_the_prior_card_reports_nats_and_bits(runs):
     assert by_type["nll"] == pytest.approx(prior_metrics["nll_nats_per_code"], rel=1e-5)
     assert by_type["bits_per_dim"] == pytest.approx(prior_metrics["bits_per_dim"], rel=1e-5)
     assert card.data.pipeline_tag == "unconditional-image-generation" and "vandenoord2016conditional" in text
+    assert prior_metrics["training"]["weight_decay"] == 0.3 and "weight decay 0.3, precision no" in text
 
 
 def test_dry_run_assembles_exactly_the_published_files_and_validates(runs, tmp_path, capsys):

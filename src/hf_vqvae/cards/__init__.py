@@ -181,7 +181,9 @@ def _training_text(training: dict) -> str:
         parts.append(f"- {training['steps']} optimizer steps, batch {training.get('batch_size', '?')} per process x "
                      f"{training.get('processes', 1)} process(es)")  # fmt: skip
     if "learning_rate" in training:
-        parts.append(f"- learning rate {training['learning_rate']}, precision {training.get('mixed_precision', 'no')}")
+        decay = f", weight decay {training['weight_decay']}" if training.get("weight_decay") else ""
+        parts.append(f"- learning rate {training['learning_rate']}{decay}, "
+                     f"precision {training.get('mixed_precision', 'no')}")  # fmt: skip
     if "wall_time_s" in training:
         parts.append(f"- {training['wall_time_s']:.0f} s wall time on {training.get('hardware', 'unknown hardware')}")
     if training.get("base_model"):

@@ -262,8 +262,9 @@ def _write_outputs(run: _Run, model, metrics: dict, wall_time: float) -> None:
         dataset=run.task.source, steps=run.state.global_step, batch_size=run.args.train_batch_size,
         processes=run.accelerator.num_processes, wall_time_s=round(wall_time, 1),
         hardware=f"{run.accelerator.device.type} ({platform.processor() or platform.machine()})",
-        learning_rate=run.args.learning_rate, mixed_precision=run.accelerator.mixed_precision,
-        base_model=run.base_model, eval_images=metrics.get("num_images") or metrics.get("eval_images"),
+        learning_rate=run.args.learning_rate, weight_decay=run.args.adam_weight_decay,
+        mixed_precision=run.accelerator.mixed_precision, base_model=run.base_model,
+        eval_images=metrics.get("num_images") or metrics.get("eval_images"),
     )  # fmt: skip
     # metrics.json keeps the set-up too, so that scripts/push_to_hub.py can re-render the card from it.
     write_metrics(output_dir, {**metrics, "training": training})

@@ -132,10 +132,12 @@ class PixelCNNPriorConfig(_PresetMixin, PreTrainedConfig):
             condition_num_residual_blocks=20, condition_upsample_factor=2, num_attention_layers=0, dropout=0.1,
             code_shape=[64, 64],
         ),
-        # A small class-conditional prior for the `mnist` VQ-VAE preset (7x7 codes, K = 128), Keras-example scale.
+        # A small class-conditional prior for the `mnist` VQ-VAE preset (7x7 codes, K = 128), Keras-example scale;
+        # 12 layers with dropout 0.1, trained with weight decay 0.3, model the MNIST test codes best at about 30 CPU
+        # minutes (README "Training speed and quality").
         "mnist": dict(
-            num_embeddings=128, hidden_channels=64, num_layers=8, kernel_size=3, first_kernel_size=7,
-            num_classes=10, condition_num_embeddings=0, num_attention_layers=0, dropout=0.0, code_shape=[7, 7],
+            num_embeddings=128, hidden_channels=64, num_layers=12, kernel_size=3, first_kernel_size=7,
+            num_classes=10, condition_num_embeddings=0, num_attention_layers=0, dropout=0.1, code_shape=[7, 7],
         ),
     }  # fmt: skip
 
