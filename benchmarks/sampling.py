@@ -33,9 +33,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--hidden_channels", type=int, default=64, help="PixelCNN width (the mnist preset's)")
-    parser.add_argument("--num_layers", type=int, default=12, help="PixelCNN gated layers (the mnist preset's)")
-    parser.add_argument("--num_embeddings", type=int, default=128, help="codebook size K (the mnist preset's)")
+    mnist = PixelCNNPriorConfig.from_preset("mnist")
+    parser.add_argument("--hidden_channels", type=int, default=mnist.hidden_channels,
+                        help="PixelCNN width (the mnist preset's)")
+    parser.add_argument("--num_layers", type=int, default=mnist.num_layers,
+                        help="PixelCNN gated layers (the mnist preset's)")
+    parser.add_argument("--num_embeddings", type=int, default=mnist.num_embeddings,
+                        help="codebook size K (the mnist preset's)")
     parser.add_argument("--full_naive_64", action="store_true", help="run the 64x64 naive sampler in full (slow)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[32, 64], help="square code-map sizes for the PixelCNN")
     parser.add_argument("--transformer_size", type=int, default=32)
