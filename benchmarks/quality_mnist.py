@@ -84,7 +84,7 @@ def _train(output_dir: Path, model: ModelArguments, data: DataArguments, **train
 # `mnist`: k-means initialisation keeps all 128 codes in use without dead-code restarts, and a commitment weight of
 # 1.0 (the paper finds 0.1 to 2.0 equally good) gives codes of lower entropy at the same reconstruction error, which
 # the prior part models better; README "Training speed and quality" has the runs behind this choice.
-_OVERRIDES = {"mnist": {"kmeans_init": True, "beta": 1.0},
+_OVERRIDES = {"mnist": {"kmeans_init": True, "dead_code_threshold": None, "beta": 1.0},
               "mnist-residual": {"kmeans_init": True, "dead_code_threshold": 100}}
 
 

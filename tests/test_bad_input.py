@@ -83,8 +83,8 @@ def test_config_values_out_of_range(config_class, kwargs, message):
 
 
 def test_unknown_preset_lists_the_known_ones():
-    with pytest.raises(ValueError, match="unknown VQVAE2Config preset 'imagenet'; known presets: ffhq1024-paper, "
+    with pytest.raises(ValueError, match="unknown VQVAE2Config preset 'imagenet'; known presets: cifar10, ffhq1024-paper, "
                                          "imagenet256-paper, rosinality-ffhq256"):  # fmt: skip
         VQVAE2Config.from_preset("imagenet")
-    with pytest.raises(ValueError, match="known presets: cifar10-paper, imagenet128-paper, mnist"):
+    with pytest.raises(ValueError, match="known presets: cifar10, cifar10-paper, imagenet128-paper, mnist"):
         VQVAEConfig.from_preset("cifar")

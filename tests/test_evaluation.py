@@ -20,6 +20,7 @@ from hf_vqvae.evaluation import (
     evaluate_vae,
     evaluate_vq,
     psnr,
+    ssim_per_image,
     to_jsonable,
 )
 
@@ -94,6 +95,40 @@ def test_vq_reconstruction_metrics_match_an_independent_computation(make):
     last = model.config.num_levels - 1
     assert metrics[f"mse_levels_0_to_{last}"] == metrics["mse"]
     assert metrics[f"psnr_levels_0_to_{last}"] == metrics["psnr"]
+    shown = (reconstruction.clamp(-1, 1) + 1) / 2  # SSIM of the reconstructions as shown, in [0, 1]
+    assert close(metrics["ssim"], ssim_per_image(shown, (pixels + 1) / 2).mean())
+
+
+def _ssim_by_loops(x: np.ndarray, y: np.ndarray) -> float:
+    """Wang et al. (2004) SSIM of two (C, H, W) images in [0, 1], window by window with an explicit Gaussian."""
+    offsets = np.arange(11) - 5
+    weights = np.exp(-np.add.outer(offsets**2, offsets**2) / (2 * 1.5**2))
+    weights /= weights.sum()
+    c1, c2, values = 0.01**2, 0.03**2, []
+    for channel in range(x.shape[0]):
+        for top in range(x.shape[1] - 10):
+            for left in range(x.shape[2] - 10):
+                a, b = x[channel, top : top + 11, left : left + 11], y[channel, top : top + 11, left : left + 11]
+                mu_a, mu_b = (weights * a).sum(), (weights * b).sum()
+                var_a, var_b = (weights * (a - mu_a) ** 2).sum(), (weights * (b - mu_b) ** 2).sum()
+                cov = (weights * (a - mu_a) * (b - mu_b)).sum()
+                values.append((2 * mu_a * mu_b + c1) * (2 * cov + c2) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2)))
+    return float(np.mean(values))
+
+
+def test_ssim_matches_a_window_by_window_computation():
+    generator = torch.Generator().manual_seed(0)
+    images = torch.rand(2, 3, 14, 13, generator=generator)
+    references = (images + 0.2 * torch.randn(2, 3, 14, 13, generator=generator)).clamp(0, 1)
+    got = ssim_per_image(images, references)
+    expected = [_ssim_by_loops(a.double().numpy(), b.double().numpy()) for a, b in zip(images, references)]
+    assert torch.allclose(got, torch.tensor(expected, dtype=torch.float64), atol=1e-10)
+    assert torch.allclose(ssim_per_image(images, images), torch.ones(2, dtype=torch.float64))
+    # Two flat images a and b: no variance, so SSIM = (2ab + C1) / (a² + b² + C1).
+    flat = ssim_per_image(torch.full((1, 1, 16, 16), 0.3), torch.full((1, 1, 16, 16), 0.7))
+    assert close(flat[0], (2 * 0.3 * 0.7 + 1e-4) / (0.3**2 + 0.7**2 + 1e-4))
+    with pytest.raises(ValueError, match="one shape"):
+        ssim_per_image(images, references[:1])
 
 
 def test_vq_top_levels_only_reconstructions_zero_the_lower_levels():

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from hf_vqvae import VQVAE2Config, VQVAE2Model, VQVAEConfig, VQVAEModel, list_presets
+from hf_vqvae import PAPER_CODEBOOK, VQVAE2Config, VQVAE2Model, VQVAEConfig, VQVAEModel, list_presets
 from model_mixin import ModelTesterMixin
 
 
@@ -152,8 +152,18 @@ def test_lower_level_depends_on_upper_level_codes():
 
 def test_presets_match_the_papers():
     presets = list_presets()
-    assert presets["VQVAEConfig"] == ["cifar10-paper", "imagenet128-paper", "mnist", "mnist-residual"]
-    assert presets["VQVAE2Config"] == ["ffhq1024-paper", "imagenet256-paper", "rosinality-ffhq256"]
+    assert presets["VQVAEConfig"] == ["cifar10", "cifar10-paper", "imagenet128-paper", "mnist", "mnist-residual"]
+    assert presets["VQVAE2Config"] == ["cifar10", "ffhq1024-paper", "imagenet256-paper", "rosinality-ffhq256"]
+    # Sonnet's vqvae_example size: 128 hidden, 2 residual blocks of 32, 8x8 latent, K = 512, D = 64, EMA 0.99.
+    sonnet = VQVAEConfig.from_preset("cifar10")
+    assert (sonnet.hidden_channels, sonnet.residual_channels, sonnet.num_residual_blocks) == (128, 32, 2)
+    assert (sonnet.num_embeddings, sonnet.embedding_dim, sonnet.ema_decay) == (512, 64, 0.99)
+    assert sonnet.latent_shapes() == [(8, 8)] and sonnet.num_downsamples == 2
+    assert VQVAE2Config.from_preset("cifar10").latent_shapes() == [(4, 4), (8, 8)]
+    # Every preset gets the codebook defaults (k-means init, restarts); PAPER_CODEBOOK restores the papers' codebook.
+    assert (sonnet.kmeans_init, sonnet.dead_code_threshold) == (True, 20)
+    paper = VQVAE2Config.from_preset("imagenet256-paper", **PAPER_CODEBOOK)
+    assert (paper.kmeans_init, paper.dead_code_threshold, paper.rotation_trick) == (False, None, False)
     assert VQVAEConfig.from_preset("imagenet128-paper").latent_shapes() == [(32, 32)]
     assert VQVAEConfig.from_preset("mnist").latent_shapes() == [(7, 7)]
     assert VQVAEConfig.from_preset("mnist").num_embeddings == 128
@@ -201,7 +211,7 @@ def test_rosinality_preset_has_every_tensor_of_the_reference_layout(shared_dir):
         assert ours.get(name) == shape, f"{key} -> {name}: {ours.get(name)} != {shape}"
         matched.add(name)
     leftover = {key for key in ours if key not in matched}
-    assert leftover == {f"quantizers.{i}.{b}" for i in (0, 1) for b in ("ema_steps", "initialized")}
+    assert leftover == {f"quantizers.{i}.{b}" for i in (0, 1) for b in ("ema_steps", "initialized", "steps_since_used")}
 
 
 def test_bfloat16_autocast_keeps_the_quantizer_in_float32():

@@ -11,6 +11,7 @@ from .models.pixelcnn_prior import PixelCNNPriorConfig, PixelCNNPriorModel
 from .models.transformer_prior import TransformerPriorConfig, TransformerPriorModel
 from .models.vae import VAEConfig, VAEModel
 from .models.vqvae import (
+    PAPER_CODEBOOK,
     QuantizerOutput,
     VectorQuantizer,
     VQVAE2Config,
@@ -53,6 +54,7 @@ _register()
 from .pipelines import VQVAE2Pipeline  # noqa: E402  (after registration: the pipeline loads models by class)
 
 __all__ = [
+    "PAPER_CODEBOOK",
     "PixelCNNPriorConfig",
     "PixelCNNPriorModel",
     "QuantizerOutput",

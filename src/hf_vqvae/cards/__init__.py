@@ -59,7 +59,8 @@ _EVAL_METRICS = {
 }
 _ARCHITECTURE_FIELDS = (
     "image_size", "num_channels", "hidden_channels", "residual_channels", "num_residual_blocks", "num_downsamples",
-    "level_downsamples", "num_embeddings", "embedding_dim", "beta", "ema_decay", "dead_code_threshold", "architecture",
+    "level_downsamples", "num_embeddings", "embedding_dim", "beta", "ema_decay", "kmeans_init", "dead_code_threshold",
+    "rotation_trick", "use_cosine_sim", "codebook_dim", "architecture",
     "hidden_size", "latent_dim", "decoder_distribution", "code_shape", "num_layers", "num_classes",
     "condition_num_embeddings", "num_attention_layers", "dropout", "n_embd", "n_layer", "n_head",
 )  # fmt: skip

@@ -9,6 +9,7 @@ from .metrics import (
     codebook_health_per_level,
     histogram_perplexity,
     psnr,
+    ssim_per_image,
     to_jsonable,
 )
 from .vae import evaluate_vae
@@ -23,5 +24,6 @@ __all__ = [
     "evaluate_vq",
     "histogram_perplexity",
     "psnr",
+    "ssim_per_image",
     "to_jsonable",
 ]

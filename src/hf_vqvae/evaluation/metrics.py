@@ -1,4 +1,4 @@
-"""Metric helpers shared by the evaluators and the training loop: PSNR, codebook health, running pixel moments,
+"""Metric helpers shared by the evaluators and the training loop: PSNR, SSIM, codebook health, running pixel moments,
 binarisation and JSON conversion."""
 
 from __future__ import annotations
@@ -20,6 +20,40 @@ def psnr(mse_01: float, data_range: float = 1.0) -> float:
     if mse_01 < 0:
         raise ValueError(f"mse must be >= 0, got {mse_01}")
     return math.inf if mse_01 == 0 else 10.0 * math.log10(data_range**2 / mse_01)
+
+
+# SSIM's constants (Wang et al. 2004, "Image Quality Assessment: From Error Visibility to Structural Similarity"):
+# an 11x11 Gaussian window of standard deviation 1.5, K1 = 0.01, K2 = 0.03.
+_SSIM_WINDOW, _SSIM_SIGMA, _SSIM_K1, _SSIM_K2 = 11, 1.5, 0.01, 0.03
+
+
+def ssim_per_image(images: torch.Tensor, references: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
+    """Structural similarity of each image to its reference, `(B, C, H, W)` -> `(B,)` in float64.
+
+    The SSIM map of Wang et al. (2004, eq. 13) over the positions where the whole 11x11 Gaussian window fits (no
+    padding), averaged over positions and channels. Images smaller than the window are compared with a window of
+    their own size.
+    """
+    if images.shape != references.shape or images.dim() != 4:
+        raise ValueError(f"SSIM compares two (B, C, H, W) batches of one shape, got {tuple(images.shape)} and "
+                         f"{tuple(references.shape)}")  # fmt: skip
+    channels = images.shape[1]
+    size = min(_SSIM_WINDOW, *images.shape[-2:])
+    axis = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    gauss = torch.exp(-(axis**2) / (2 * _SSIM_SIGMA**2))
+    window = torch.outer(gauss, gauss) / gauss.sum() ** 2  # (size, size), sums to 1
+    window = window.expand(channels, 1, size, size).to(images.device)
+
+    def local_mean(x):  # Gaussian-weighted mean around each position, per channel
+        return torch.nn.functional.conv2d(x, window, groups=channels)
+
+    x, y = images.double(), references.double()
+    mu_x, mu_y = local_mean(x), local_mean(y)
+    var_x, var_y = local_mean(x * x) - mu_x**2, local_mean(y * y) - mu_y**2
+    cov = local_mean(x * y) - mu_x * mu_y
+    c1, c2 = (_SSIM_K1 * data_range) ** 2, (_SSIM_K2 * data_range) ** 2
+    ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
+    return ssim_map.mean(dim=(1, 2, 3))
 
 
 def codebook_health(usage_window: torch.Tensor) -> dict:

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 import torch
 
-from .metrics import RunningMoments, codebook_health, eval_mode, pixel_batches, psnr, squared_error_sum
+from .metrics import RunningMoments, codebook_health, eval_mode, pixel_batches, psnr, squared_error_sum, ssim_per_image
 
 # The VQ models read pixels in [-1, 1]; x_01 = (x + 1) / 2, so squared errors scale by (1 / 2)² = 1 / 4.
 _VQ_RANGE = (-1.0, 1.0)
@@ -36,6 +36,8 @@ def evaluate_vq(model, batches: Iterable[dict], max_batches: int | None = None) 
           channel and position pooled, one mean), in [-1, 1] units;
         - `normalized_mse`: `mse` / `pixel_variance` (unit-free, the same in [0, 1] units; 1.0 is as good as
           predicting the mean pixel everywhere; NaN when every pixel value is equal);
+        - `ssim`: mean structural similarity (Wang et al. 2004; 11x11 Gaussian window) of the full reconstructions,
+          clamped to the pixel range as they are shown, to the images, both in [0, 1];
         - for each level l = 0 .. num_levels − 1 (top first), the reconstruction decoded from the quantized latents
           of levels 0..l with zeros in place of levels l+1.. (l = num_levels − 1 is the full reconstruction):
           `mse_levels_0_to_{l}` ([-1, 1] units), `mse_01_levels_0_to_{l}` ([0, 1] units), `psnr_levels_0_to_{l}`
@@ -47,7 +49,7 @@ def evaluate_vq(model, batches: Iterable[dict], max_batches: int | None = None) 
     num_levels, num_codes = model.config.num_levels, model.config.num_embeddings
     level_errors = [0.0] * num_levels  # Σ squared error of the levels-0..l reconstructions, [-1, 1] units
     usage = torch.zeros(num_levels, num_codes, dtype=torch.long)
-    moments, num_images = RunningMoments(), 0
+    moments, num_images, ssim_sum = RunningMoments(), 0, 0.0
     with eval_mode(model):
         for pixels in pixel_batches(batches, max_batches):
             pixels = _check_range(pixels.to(model.device))
@@ -55,6 +57,7 @@ def evaluate_vq(model, batches: Iterable[dict], max_batches: int | None = None) 
             for level in range(num_levels):
                 reconstruction = model.decode(_top_levels(encoded.quantized, level))
                 level_errors[level] += squared_error_sum(reconstruction, pixels)
+            ssim_sum += float(ssim_per_image(_to_01(reconstruction.clamp(*_VQ_RANGE)), _to_01(pixels)).sum())
             for level, codes in enumerate(encoded.codes):
                 usage[level] += torch.bincount(codes.flatten(), minlength=num_codes).cpu()
             moments.update(pixels)
@@ -62,8 +65,13 @@ def evaluate_vq(model, batches: Iterable[dict], max_batches: int | None = None) 
     return {
         "num_images": num_images,
         **_error_metrics(level_errors, moments),
+        "ssim": ssim_sum / num_images if num_images else float("nan"),
         **codebook_health(usage),
     }
+
+
+def _to_01(pixels: torch.Tensor) -> torch.Tensor:
+    return (pixels - _VQ_RANGE[0]) / (_VQ_RANGE[1] - _VQ_RANGE[0])
 
 
 def _top_levels(quantized: list[torch.Tensor], last: int) -> list[torch.Tensor]:

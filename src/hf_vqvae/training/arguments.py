@@ -35,6 +35,11 @@ class ModelArguments:
         default=None, metadata={"help": "Priors: a codes dataset folder made by scripts/extract_codes.py."}
     )
     level: int = field(default=0, metadata={"help": "Priors: the level of the codes to model (0 = top)."})
+    paper_codebook: bool = field(
+        default=False,
+        metadata={"help": "VQ models: the papers' codebook (random init, no dead-code restarts) instead of the defaults "
+                  "(k-means init, restarts after 20 unused steps), which keep the codes alive on natural images."},
+    )
     reset_dead_codes: bool = field(
         default=False,
         metadata={"help": "With --init_from: re-seed codes unused on the first batches of the new data before training."},
@@ -66,6 +71,10 @@ class TrainArguments:
     seed: int = field(default=0, metadata={"help": "Seed of the model init, data order and augmentations."})
     report_to: str = field(default="tensorboard", metadata={"help": "Accelerate tracker: tensorboard, wandb, all or none."})
     logging_steps: int = field(default=25, metadata={"help": "Log the loss and codebook health every N steps."})
+    codebook_usage_warning: float = field(
+        default=0.1,
+        metadata={"help": "Warn (once per level) when a level uses fewer than this fraction of its codes over a logging window."},
+    )
     image_logging_steps: int = field(default=0, metadata={"help": "Write images/step-N.png (held-out inputs over reconstructions) every N steps; 0: only the final grid."})
     checkpointing_steps: int | None = field(default=None, metadata={"help": "Save a resumable checkpoint every N steps."})
     checkpoints_total_limit: int | None = field(default=None, metadata={"help": "Keep at most this many checkpoints."})
@@ -88,6 +97,8 @@ class TrainArguments:
                 raise ValueError(f"--{name} must be >= 1 (or unset), got {value}")
         if self.binarize not in ("none", "dynamic", "threshold"):
             raise ValueError(f"--binarize must be none, dynamic or threshold, got {self.binarize!r}")
+        if not 0.0 <= self.codebook_usage_warning <= 1.0:
+            raise ValueError(f"--codebook_usage_warning is a fraction of the codes in [0, 1], got {self.codebook_usage_warning}")
         if self.learning_rate <= 0:
             raise ValueError(f"--learning_rate must be > 0, got {self.learning_rate}")
 

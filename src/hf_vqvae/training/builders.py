@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import torch
-from transformers import AutoModel, get_cosine_schedule_with_warmup
+from transformers import AutoConfig, AutoModel, get_cosine_schedule_with_warmup
 
 from ..data.codes import INFO_FILE, CodesInfo
 from ..image_processing import VQImageProcessor
 from ..models.pixelcnn_prior import PixelCNNPriorConfig, PixelCNNPriorModel
 from ..models.transformer_prior import TransformerPriorConfig, TransformerPriorModel
 from ..models.vae import VAEConfig, VAEModel
-from ..models.vqvae import VQVAE2Config, VQVAE2Model, VQVAEConfig, VQVAEModel
+from ..models.vqvae import PAPER_CODEBOOK, VQVAE2Config, VQVAE2Model, VQVAEConfig, VQVAEModel
 from .arguments import MODEL_TYPES, ModelArguments
 
 MODEL_CLASSES = {
@@ -27,6 +28,8 @@ DEFAULT_PRESETS = {"vae": "mnist-paper", "vqvae": "mnist", "vqvae2": "imagenet25
                    "transformer-prior": "mnist"}  # fmt: skip
 PRIOR_TYPES = {"pixelcnn_prior", "transformer_prior"}
 
+logger = logging.getLogger(__name__)
+
 
 def config_class_for(model_type: str):
     if model_type not in MODEL_CLASSES:
@@ -37,6 +40,8 @@ def config_class_for(model_type: str):
 def build_model(args: ModelArguments, overrides: dict, resolution: int | None):
     """A new model from `--preset` (+ overrides), or a saved one from `--init_from` (fine-tuning)."""
     config_class, model_class = MODEL_CLASSES[args.model][0], MODEL_CLASSES[args.model][1]
+    if args.paper_codebook:
+        overrides = _with_paper_codebook(args, overrides)
     if args.init_from is not None:
         return _load_for_fine_tuning(args, overrides, resolution)
     if args.reset_dead_codes:
@@ -69,25 +74,57 @@ def prior_fields_from_codes(args: ModelArguments) -> dict:
     return fields
 
 
+# Fields of a VQ model's config that set how its codebook trains, not what the model computes: a fine-tune may
+# change them (`--dead_code_threshold 50`); every other field is architecture and comes from the saved config.
+FINE_TUNING_CODEBOOK_FIELDS = ("dead_code_threshold", "rotation_trick", "beta")
+
+
 def _load_for_fine_tuning(args: ModelArguments, overrides: dict, resolution: int | None):
     if args.preset is not None:
         raise ValueError(
             f"--preset {args.preset} conflicts with --init_from {args.init_from}: the saved model's config gives the "
             f"architecture; drop --preset"
         )
-    if overrides:
+    architecture = [key for key in overrides if key not in FINE_TUNING_CODEBOOK_FIELDS]
+    if architecture or (overrides and args.model not in ("vqvae", "vqvae2")):
         raise ValueError(
-            f"config overrides ({', '.join('--' + k for k in overrides)}) cannot change a saved model's architecture; "
-            f"train from a preset instead, or drop them"
+            f"config overrides ({', '.join('--' + k for k in architecture or overrides)}) cannot change a saved model's "
+            f"architecture; train from a preset instead, or drop them (a VQ model's fine-tune may set "
+            f"{', '.join('--' + k for k in FINE_TUNING_CODEBOOK_FIELDS)})"
         )
-    model = AutoModel.from_pretrained(args.init_from)
-    if model.config.model_type != args.model.replace("-", "_"):
-        raise ValueError(f"{args.init_from} is a {model.config.model_type!r} model, not --model {args.model}")
+    config = AutoConfig.from_pretrained(args.init_from)
+    if config.model_type != args.model.replace("-", "_"):
+        raise ValueError(f"{args.init_from} is a {config.model_type!r} model, not --model {args.model}")
+    if args.model in ("vqvae", "vqvae2"):
+        config = _fine_tuning_codebook(config, overrides)
+    model = AutoModel.from_pretrained(args.init_from, config=config)
     if resolution is not None and args.model == "vae" and resolution != model.config.image_size:
         raise ValueError(f"a VAE reads images of its config's size {model.config.image_size} only; drop --resolution")
     if resolution is not None:
         model.config.image_size = resolution  # the VQ models are fully convolutional
     return model
+
+
+def _with_paper_codebook(args: ModelArguments, overrides: dict) -> dict:
+    """`--paper_codebook`: the papers' codebook options under the user's explicit overrides."""
+    if args.model not in ("vqvae", "vqvae2"):
+        raise ValueError(f"--paper_codebook applies to the VQ models (vqvae, vqvae2), not --model {args.model}")
+    paper = PAPER_CODEBOOK
+    if args.init_from is not None:  # a saved model keeps its lookup; only how its codebook trains changes
+        paper = {key: value for key, value in PAPER_CODEBOOK.items() if key in FINE_TUNING_CODEBOOK_FIELDS}
+    return {**paper, **overrides}
+
+
+def _fine_tuning_codebook(config, overrides: dict):
+    """The saved config with the fine-tune's codebook options (validated). A saved model without dead-code restarts
+    (the paper's codebook, or an older model) fine-tunes with the library's default restarts, so that codes the new
+    data never picks come back; `--dead_code_threshold null` keeps them off."""
+    changes = dict(overrides)
+    if config.dead_code_threshold is None and "dead_code_threshold" not in overrides:
+        changes["dead_code_threshold"] = type(config)().dead_code_threshold
+        logger.info("fine-tuning with dead-code restarts after %s unused steps (the default; the saved model had "
+                    "none); pass --dead_code_threshold null to keep them off", changes["dead_code_threshold"])  # fmt: skip
+    return type(config).from_dict({**config.to_dict(), **changes}) if changes else config
 
 
 def build_processor(config) -> VQImageProcessor:

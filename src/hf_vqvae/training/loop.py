@@ -17,7 +17,7 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from ..data import BatchStats, DataArguments, batches_for_rank
-from ..evaluation import codebook_health, to_jsonable
+from ..evaluation import codebook_health, codebook_health_per_level, to_jsonable
 from .arguments import ModelArguments, TrainArguments
 from .artifacts import write_metrics, write_model_card
 from .builders import DEFAULT_PRESETS, build_model, build_optimizer, build_scheduler
@@ -95,6 +95,7 @@ class _Run:
         self.usage_window = None  # (num_levels, K) code counts since the last log
         self.loss_window: list[float] = []
         self.seen_ids: list[str] = []
+        self.warned_levels: set[int] = set()  # levels whose low codebook usage was reported (once each)
         self.images_since_log, self.time_of_log = 0, time.time()
 
     @property
@@ -191,12 +192,29 @@ class _Run:
             "images_per_s": self.images_since_log * self.accelerator.num_processes / elapsed,
             "skipped_images": self.stats.skipped,
         }
+        postfix = dict(loss=f"{logs['loss']:.4f}", img_s=f"{logs['images_per_s']:.0f}")
         if self.usage_window is not None:  # per level: fraction of codes used in the window, dead codes, perplexity
             logs.update(codebook_health(self.usage_window))
-        bar.set_postfix(loss=f"{logs['loss']:.4f}", img_s=f"{logs['images_per_s']:.0f}")
+            usage = [level["usage"] for level in codebook_health_per_level(self.usage_window)]
+            postfix["codes"] = "/".join(f"{100 * fraction:.0f}%" for fraction in usage)  # top level first
+            self._warn_on_low_usage(usage)
+        bar.set_postfix(**postfix)
         self.accelerator.log(to_jsonable(logs), step=self.state.global_step)
         self.loss_window, self.usage_window = [], None
         self.images_since_log, self.time_of_log = 0, time.time()
+
+
+    def _warn_on_low_usage(self, usage: list[float]) -> None:
+        threshold = self.args.codebook_usage_warning
+        for level, fraction in enumerate(usage):
+            if fraction < threshold and level not in self.warned_levels and self.accelerator.is_main_process:
+                self.warned_levels.add(level)
+                logger.warning(
+                    "codebook collapse: level %d (0 = top) used only %.1f%% of its codes over the last %d steps (step "
+                    "%d; warning below %.0f%%). Keep k-means initialisation and dead-code restarts on (the defaults: "
+                    "--kmeans_init true --dead_code_threshold 20), lower --learning_rate, or for a fine-tune pass "
+                    "--reset_dead_codes", level, 100 * fraction, self.args.logging_steps, self.state.global_step,
+                    100 * threshold)  # fmt: skip
 
 
 def _reset_dead_codes(run: _Run, num_batches: int = 4) -> None:
@@ -221,8 +239,7 @@ def _reset_dead_codes(run: _Run, num_batches: int = 4) -> None:
         for level, (quantizer, level_used) in enumerate(zip(quantizers, used)):
             dead = (~level_used).nonzero().squeeze(1)
             if dead.numel():
-                flat = encoder_outputs[level].movedim(1, -1).reshape(-1, quantizer.embedding_dim).float()
-                quantizer._set_codes(dead, flat[torch.randint(0, flat.shape[0], (dead.numel(),), device=flat.device)])
+                quantizer.reseed_codes(dead, encoder_outputs[level].movedim(1, -1).reshape(-1, quantizer.embedding_dim))
             logger.info("level %d: re-seeded %d of %d codes unused by the new data", level, dead.numel(),
                         quantizer.num_embeddings)  # fmt: skip
     for hook in hooks:

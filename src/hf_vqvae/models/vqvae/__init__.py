@@ -1,8 +1,9 @@
-from .configuration_vqvae import VQVAE2Config, VQVAEConfig
+from .configuration_vqvae import PAPER_CODEBOOK, VQVAE2Config, VQVAEConfig
 from .modeling_vqvae import VQEncoderOutput, VQModelOutput, VQPreTrainedModel, VQVAE2Model, VQVAEModel
 from .quantizer import QuantizerOutput, VectorQuantizer
 
 __all__ = [
+    "PAPER_CODEBOOK",
     "QuantizerOutput",
     "VQEncoderOutput",
     "VQModelOutput",

@@ -253,6 +253,9 @@ def _make_quantizer(config) -> VectorQuantizer:
         kmeans_init=config.kmeans_init,
         kmeans_iters=config.kmeans_iters,
         dead_code_threshold=config.dead_code_threshold,
+        rotation_trick=config.rotation_trick,
+        use_cosine_sim=config.use_cosine_sim,
+        codebook_dim=config.codebook_dim,
     )
 
 

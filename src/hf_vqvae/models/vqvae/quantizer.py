@@ -69,6 +69,13 @@ class VectorQuantizer(nn.Module):
         kmeans_iters (`int`, defaults to 10): Lloyd iterations of that k-means.
         dead_code_threshold (`int`, *optional*): in training, a code unused for this many consecutive steps is
             replaced by a random encoder output of the current batch.
+        rotation_trick (`bool`, defaults to False): pass gradients to the encoder through a rotation and rescaling
+            of z_e onto its code instead of straight through (Fifty et al. 2024, "Restructuring Vector Quantization
+            with the Rotation Trick", eq. 4); the forward value is still exactly the code vector.
+        use_cosine_sim (`bool`, defaults to False): l2-normalise the encoder outputs and the codes, so the nearest
+            code is the one of highest cosine similarity (Yu et al. 2021, ViT-VQGAN §3.2).
+        codebook_dim (`int`, *optional*): look codes up in a space of this size: a linear map projects z_e from
+            `embedding_dim` down to it and the chosen code back up (ViT-VQGAN's factorised codes). None: no projection.
 
     The module reads `(batch, embedding_dim, *spatial)` and always computes in float32, also under autocast.
     """
@@ -84,10 +91,13 @@ class VectorQuantizer(nn.Module):
         kmeans_init: bool = False,
         kmeans_iters: int = 10,
         dead_code_threshold: int | None = None,
+        rotation_trick: bool = False,
+        use_cosine_sim: bool = False,
+        codebook_dim: int | None = None,
     ):
         super().__init__()
         validate_quantizer_args(
-            num_embeddings, embedding_dim, beta, ema_decay, ema_epsilon, kmeans_iters, dead_code_threshold
+            num_embeddings, embedding_dim, beta, ema_decay, ema_epsilon, kmeans_iters, dead_code_threshold, codebook_dim
         )
         self.num_embeddings = num_embeddings
         self.embedding_dim = embedding_dim
@@ -95,16 +105,23 @@ class VectorQuantizer(nn.Module):
         self.ema_decay = ema_decay
         self.ema_epsilon = ema_epsilon
         self.ema_bias_correction = ema_bias_correction
+        self.kmeans_init = kmeans_init
         self.kmeans_iters = kmeans_iters
         self.dead_code_threshold = dead_code_threshold
+        self.rotation_trick = rotation_trick
+        self.use_cosine_sim = use_cosine_sim
+        self.codebook_dim = codebook_dim or embedding_dim  # d, the size of the space codes are looked up in
 
-        # (K, D); with EMA updates the codebook is not trained by the optimizer.
-        self.codebook = nn.Parameter(torch.empty(num_embeddings, embedding_dim), requires_grad=not self.use_ema)
+        # Factorised codes (ViT-VQGAN): z_e (D) -> lookup space (d) -> code (d) -> decoder input (D).
+        self.project_in = nn.Linear(embedding_dim, self.codebook_dim) if self.is_factorised else None
+        self.project_out = nn.Linear(self.codebook_dim, embedding_dim) if self.is_factorised else None
+        # (K, d); with EMA updates the codebook is not trained by the optimizer.
+        self.codebook = nn.Parameter(torch.empty(num_embeddings, self.codebook_dim), requires_grad=not self.use_ema)
         # Every buffer is persistent: saved, loaded and never left uninitialised after `from_pretrained`.
         self.register_buffer("initialized", torch.tensor(not kmeans_init))
         if self.use_ema:
             self.register_buffer("ema_cluster_size", torch.empty(num_embeddings))
-            self.register_buffer("ema_embed_sum", torch.empty(num_embeddings, embedding_dim))
+            self.register_buffer("ema_embed_sum", torch.empty(num_embeddings, self.codebook_dim))
             self.register_buffer("ema_steps", torch.zeros((), dtype=torch.long))
         if dead_code_threshold is not None:
             self.register_buffer("steps_since_used", torch.zeros(num_embeddings, dtype=torch.long))
@@ -114,10 +131,19 @@ class VectorQuantizer(nn.Module):
     def use_ema(self) -> bool:
         return self.ema_decay is not None
 
+    @property
+    def is_factorised(self) -> bool:
+        return self.codebook_dim != self.embedding_dim
+
     @torch.no_grad()
     def reset_parameters(self) -> None:
         # Uniform(-1/K, 1/K) as in the reference implementations (Sonnet, taming-transformers).
         nn.init.uniform_(self.codebook, -1.0 / self.num_embeddings, 1.0 / self.num_embeddings)
+        if self.use_cosine_sim:
+            self.codebook.copy_(F.normalize(self.codebook, dim=1))
+        if self.is_factorised:
+            self.project_in.reset_parameters()
+            self.project_out.reset_parameters()
         if self.use_ema:
             self.ema_steps.zero_()
             # Starting the statistics at (N_i = 1, m_i = e_i) keeps unused codes where they are (e_i = m_i / N_i)
@@ -138,16 +164,18 @@ class VectorQuantizer(nn.Module):
                 f"{tuple(latents.shape)}; check the encoder's output channels against embedding_dim."
             )
         with torch.autocast(latents.device.type, enabled=False):
-            flat = latents.float().movedim(1, -1).reshape(-1, self.embedding_dim)  # (N, D)
+            flat = self._to_lookup_space(latents.float().movedim(1, -1).reshape(-1, self.embedding_dim))  # (N, d)
             if self.training and not bool(self.initialized):
                 self._kmeans_init(flat.detach())
-            codebook = self.codebook.float()
-            indices = self.nearest_code(flat)  # (N,)
-            quantized = F.embedding(indices, codebook)  # (N, D), values before any EMA update of this step
+            codebook = self.lookup_codebook()  # (K, d)
+            indices = nearest_code(flat, codebook)  # (N,)
+            quantized = F.embedding(indices, codebook)  # (N, d), values before any EMA update of this step
             usage = self._usage(indices)
             if self.training:
                 self._training_updates(flat.detach(), indices, usage)
-            output = self._losses_and_straight_through(flat, quantized)
+            output = self._losses_and_gradient_estimator(flat, quantized)
+            if self.is_factorised:
+                output.quantized = self.project_out(output.quantized)  # (N, D)
 
         spatial = latents.shape[2:]
         # Back in the input's dtype (a no-op for float32; bf16 for a model cast to bf16), losses stay float32.
@@ -159,8 +187,23 @@ class VectorQuantizer(nn.Module):
 
     @torch.no_grad()
     def nearest_code(self, flat: torch.Tensor) -> torch.LongTensor:
-        """Index of the nearest code for each row of `flat` (N, D)."""
-        return nearest_code(flat, self.codebook.float())
+        """Index of the nearest code for each row of `flat` (N, D), the encoder outputs."""
+        return nearest_code(self._to_lookup_space(flat.float()), self.lookup_codebook())
+
+    def lookup_codebook(self) -> torch.Tensor:
+        """The codes as compared with the encoder outputs, (K, d) in float32: l2-normalised with cosine similarity.
+
+        With cosine similarity both sides have unit norm, so ‖z - e‖² = 2 - 2 z·e: the nearest code is the one of
+        largest cosine similarity, and `nearest_code`'s argmin finds it.
+        """
+        codebook = self.codebook.float()
+        return F.normalize(codebook, dim=1) if self.use_cosine_sim else codebook
+
+    def _to_lookup_space(self, flat: torch.Tensor) -> torch.Tensor:
+        """Encoder outputs (N, D) -> the lookup space (N, d): projected down and/or l2-normalised."""
+        if self.is_factorised:
+            flat = F.linear(flat, self.project_in.weight.float(), self.project_in.bias.float())
+        return F.normalize(flat, dim=1) if self.use_cosine_sim else flat
 
     def embed(self, indices: torch.LongTensor) -> torch.FloatTensor:
         """Code vectors for `indices` of shape `(batch, *spatial)`, returned as `(batch, embedding_dim, *spatial)`."""
@@ -171,15 +214,19 @@ class VectorQuantizer(nn.Module):
                 f"codes must lie in [0, {self.num_embeddings}), got values in "
                 f"[{int(indices.min())}, {int(indices.max())}]; were they made by a model with another codebook size?"
             )
-        return F.embedding(indices.long(), self.codebook).movedim(-1, 1)
+        vectors = F.embedding(indices.long(), self.lookup_codebook())  # (batch, *spatial, d)
+        if self.is_factorised:
+            vectors = self.project_out(vectors)  # (batch, *spatial, D)
+        return vectors.to(self.codebook.dtype).movedim(-1, 1)
 
     # ----------------------------------------------------------------------------------------------------------
     # Internals
     # ----------------------------------------------------------------------------------------------------------
 
-    def _losses_and_straight_through(self, flat: torch.Tensor, quantized: torch.Tensor) -> QuantizerOutput:
+    def _losses_and_gradient_estimator(self, flat: torch.Tensor, quantized: torch.Tensor) -> QuantizerOutput:
         # Paper eq. 3: ‖sg[z_e] - e‖² moves the codes, beta ‖z_e - sg[e]‖² moves the encoder.
-        straight_through, commitment_loss = _StraightThroughCommitment.apply(flat, quantized.detach())
+        estimator = _RotationTrickCommitment if self.rotation_trick else _StraightThroughCommitment
+        straight_through, commitment_loss = estimator.apply(flat, quantized.detach())
         if self.use_ema:
             codebook_loss = flat.new_zeros(())
         else:
@@ -225,7 +272,8 @@ class VectorQuantizer(nn.Module):
         # Laplace smoothing keeps every N_i > 0 (Sonnet's VectorQuantizerEMA).
         total = cluster_size.sum()
         smoothed = (cluster_size + self.ema_epsilon) / (total + self.num_embeddings * self.ema_epsilon) * total
-        self.codebook.data.copy_(embed_sum_avg / smoothed[:, None])
+        codebook = embed_sum_avg / smoothed[:, None]
+        self.codebook.data.copy_(F.normalize(codebook, dim=1) if self.use_cosine_sim else codebook)
 
     @torch.no_grad()
     def _restart_dead_codes(self, flat: torch.Tensor, usage: torch.LongTensor) -> None:
@@ -243,25 +291,37 @@ class VectorQuantizer(nn.Module):
 
     @torch.no_grad()
     def _kmeans_init(self, flat: torch.Tensor) -> None:
-        """k-means++ seeding, then Lloyd iterations, on the first training batch (rank 0's when distributed)."""
+        """k-means++ seeding, then Lloyd iterations, on the first training batch (rank 0's when distributed).
+
+        A batch with fewer vectors than codes seeds the codebook with its vectors, repeated: the surplus codes then
+        go unused and the dead-code restarts, when enabled, move them onto later batches' outputs.
+        """
         if flat.shape[0] < self.num_embeddings:
-            raise ValueError(
-                f"k-means initialisation needs at least num_embeddings={self.num_embeddings} encoder outputs in the "
-                f"first batch, got {flat.shape[0]}; use a larger batch or kmeans_init=False."
-            )
-        centroids = _kmeans_plus_plus_seeds(flat, self.num_embeddings)
-        for _ in range(self.kmeans_iters):
-            assignment = nearest_code(flat, centroids)
-            counts = torch.bincount(assignment, minlength=self.num_embeddings).float()
-            sums = torch.zeros_like(centroids).index_add_(0, assignment, flat)
-            used = counts > 0
-            centroids[used] = sums[used] / counts[used, None]
+            centroids = flat[torch.arange(self.num_embeddings, device=flat.device) % flat.shape[0]].clone()
+            counts = torch.ones(self.num_embeddings, device=flat.device)
+        else:
+            centroids = _kmeans_plus_plus_seeds(flat, self.num_embeddings)
+            for _ in range(self.kmeans_iters):
+                assignment = nearest_code(flat, centroids)
+                counts = torch.bincount(assignment, minlength=self.num_embeddings).float()
+                sums = torch.zeros_like(centroids).index_add_(0, assignment, flat)
+                used = counts > 0
+                centroids[used] = sums[used] / counts[used, None]
+                if self.use_cosine_sim:  # spherical k-means: centroids back on the unit sphere
+                    centroids = F.normalize(centroids, dim=1)
         if _is_distributed():
             dist.broadcast(centroids, src=0)
             dist.broadcast(counts, src=0)
         # The EMA statistics start from the clusters found: N_i = cluster size (at least 1), m_i = N_i e_i.
         self._set_codes(torch.arange(self.num_embeddings, device=flat.device), centroids, counts.clamp(min=1.0))
         self.initialized.fill_(True)
+
+    @torch.no_grad()
+    def reseed_codes(self, which: torch.LongTensor, encoder_outputs: torch.Tensor) -> None:
+        """Move codes `which` onto rows drawn at random from `encoder_outputs` (N, D), e.g. before fine-tuning."""
+        flat = self._to_lookup_space(encoder_outputs.float())
+        choice = torch.randint(0, flat.shape[0], (which.numel(),), device=flat.device)
+        self._set_codes(which, flat[choice])
 
     @torch.no_grad()
     def _set_codes(self, which: torch.LongTensor, vectors: torch.Tensor, counts: torch.Tensor | None = None) -> None:
@@ -271,12 +331,16 @@ class VectorQuantizer(nn.Module):
             counts = torch.ones(len(which), device=vectors.device) if counts is None else counts
             # Stored statistics are biased by (1 - decay**t) under bias correction: store them that way too.
             scale = 1.0 - self.ema_decay ** max(int(self.ema_steps), 1) if self.ema_bias_correction else 1.0
-            self.ema_cluster_size[which] = counts * scale
-            self.ema_embed_sum[which] = vectors * (counts * scale)[:, None]
+            self.ema_cluster_size[which] = (counts * scale).to(self.ema_cluster_size.dtype)
+            self.ema_embed_sum[which] = (vectors * (counts * scale)[:, None]).to(self.ema_embed_sum.dtype)
 
     def extra_repr(self) -> str:
         mode = f"ema_decay={self.ema_decay}" if self.use_ema else "codebook loss"
-        return f"num_embeddings={self.num_embeddings}, embedding_dim={self.embedding_dim}, beta={self.beta}, {mode}"
+        options = [name for name in ("kmeans_init", "rotation_trick", "use_cosine_sim") if getattr(self, name, False)]
+        options += [f"codebook_dim={self.codebook_dim}"] if self.is_factorised else []
+        options += [f"dead_code_threshold={self.dead_code_threshold}"] if self.dead_code_threshold else []
+        return ", ".join([f"num_embeddings={self.num_embeddings}, embedding_dim={self.embedding_dim}, beta={self.beta}",
+                          mode, *options])
 
 
 class _StraightThroughCommitment(torch.autograd.Function):
@@ -301,6 +365,44 @@ class _StraightThroughCommitment(torch.autograd.Function):
         scale = grad_loss * (-2.0 / difference.numel())
         grad_flat = torch.addcmul(grad_output, difference.view(ctx.flat_shape), scale)
         return grad_flat, None
+
+
+class _RotationTrickCommitment(torch.autograd.Function):
+    """The rotation trick (Fifty et al. 2024, eq. 4) and the commitment loss, in one pass.
+
+    The forward value is the code vector e itself (as with straight-through). The encoder output z is treated as
+    q = sg[λ R] z, where R rotates z's direction ẑ onto ê and λ = ‖e‖ / ‖z‖ rescales it:
+    R = I - 2 r rᵀ + 2 ê ẑᵀ with r = (ẑ + ê) / ‖ẑ + ê‖ (so R z = ‖z‖ ê and λ R z = e). The gradient reaching z is
+    therefore λ Rᵀ g = λ (g - 2 r (r·g) + 2 ẑ (ê·g)) instead of g: it keeps the angle between g and z that g
+    has with e. Computed per row without forming R. The commitment gradient 2 (z - e) / numel is added as in
+    `_StraightThroughCommitment`.
+    """
+
+    @staticmethod
+    def forward(ctx, flat: torch.Tensor, quantized: torch.Tensor):
+        difference = quantized - flat  # e - z_e, (N, d)
+        ctx.save_for_backward(flat, quantized, difference)
+        loss = torch.dot(difference.reshape(-1), difference.reshape(-1)) / difference.numel()
+        return quantized, loss
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor, grad_loss: torch.Tensor):
+        flat, quantized, difference = ctx.saved_tensors
+        flat_norm = flat.norm(dim=1, keepdim=True).clamp(min=_ROTATION_EPS)  # ‖z‖, (N, 1)
+        code_norm = quantized.norm(dim=1, keepdim=True)  # ‖e‖
+        flat_unit, code_unit = flat / flat_norm, quantized / code_norm.clamp(min=_ROTATION_EPS)  # ẑ, ê
+        reflector = F.normalize(flat_unit + code_unit, dim=1, eps=_ROTATION_EPS)  # r
+        rotated = (
+            grad_output
+            - 2.0 * reflector * (reflector * grad_output).sum(dim=1, keepdim=True)
+            + 2.0 * flat_unit * (code_unit * grad_output).sum(dim=1, keepdim=True)
+        )  # Rᵀ g
+        scale = grad_loss * (-2.0 / difference.numel())
+        return torch.addcmul(rotated * (code_norm / flat_norm), difference, scale), None
+
+
+# Norms below this count as zero in the rotation trick (a zero vector has no direction to rotate).
+_ROTATION_EPS = 1e-12
 
 
 # Rows per distance block: a (4096, K) block stays in cache and its buffer is reused, which on a CPU runs about
@@ -345,11 +447,12 @@ def _kmeans_plus_plus_seeds(flat: torch.Tensor, num_seeds: int) -> torch.Tensor:
 
 def _perplexity(usage: torch.LongTensor) -> torch.FloatTensor:
     probs = usage.float() / usage.sum().clamp(min=1)
-    return torch.exp(-(probs * torch.log(probs.clamp(min=1e-10))).sum())
+    # In [1, K]; the clamp removes float rounding above K for an exactly uniform histogram.
+    return torch.exp(-(probs * torch.log(probs.clamp(min=1e-10))).sum()).clamp(1.0, float(usage.numel()))
 
 
 def validate_quantizer_args(
-    num_embeddings, embedding_dim, beta, ema_decay, ema_epsilon, kmeans_iters, dead_code_threshold
+    num_embeddings, embedding_dim, beta, ema_decay, ema_epsilon, kmeans_iters, dead_code_threshold, codebook_dim=None
 ) -> None:
     """Raise a `ValueError` naming the first out-of-range quantizer setting."""
     if not isinstance(num_embeddings, int) or num_embeddings < 1:
@@ -366,3 +469,5 @@ def validate_quantizer_args(
         raise ValueError(f"kmeans_iters must be >= 1, got {kmeans_iters!r}")
     if dead_code_threshold is not None and dead_code_threshold < 1:
         raise ValueError(f"dead_code_threshold must be >= 1 step (or None), got {dead_code_threshold!r}")
+    if codebook_dim is not None and (isinstance(codebook_dim, bool) or not isinstance(codebook_dim, int) or codebook_dim < 1):
+        raise ValueError(f"codebook_dim (lookup size) must be an integer >= 1 (or None), got {codebook_dim!r}")
