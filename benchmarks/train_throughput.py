@@ -10,6 +10,9 @@ Rows (JSON key, resolution):
 
 * ``vqvae_mnist_img_s``: VQ-VAE `mnist`, 28x28x1 (as the preset);
 * ``vqvae_cifar10-paper_img_s``: VQ-VAE `cifar10-paper`, 32x32x3 (as the preset);
+* ``vqvae_cifar10_img_s``, ``vqvae2_cifar10_img_s``: VQ-VAE and VQ-VAE-2 `cifar10` (Sonnet's size), 32x32x3;
+* ``vqvae2_cifar10-16x16_img_s``: VQ-VAE-2 `cifar10` with `level_downsamples=[1, 1]` (8x8 top, 16x16 bottom codes),
+  the level sizes the preset does not take;
 * ``vqvae2_imagenet256-paper@64_img_s``: VQ-VAE-2 `imagenet256-paper` at a reduced resolution,
   `--vqvae2_resolution` (default 64, so 64x64x3 images, 16x16 bottom and 8x8 top codes); the model is fully
   convolutional, only `image_size` is overridden, the widths and depths are the preset's. The key names the
@@ -87,6 +90,12 @@ def rows_for(args: argparse.Namespace) -> list[Row]:
     return [
         Row("vqvae_mnist", "VQ-VAE", "mnist", VQVAEConfig, VQVAEModel, {}, (-1.0, 1.0), "preset size"),
         Row("vqvae_cifar10-paper", "VQ-VAE", "cifar10-paper", VQVAEConfig, VQVAEModel, {}, (-1.0, 1.0), "preset size"),
+        Row("vqvae_cifar10", "VQ-VAE", "cifar10", VQVAEConfig, VQVAEModel, {}, (-1.0, 1.0), "preset size"),
+        Row("vqvae2_cifar10", "VQ-VAE-2", "cifar10", VQVAE2Config, VQVAE2Model, {}, (-1.0, 1.0), "preset: 4x4 + 8x8"),
+        Row(
+            "vqvae2_cifar10-16x16", "VQ-VAE-2", "cifar10", VQVAE2Config, VQVAE2Model, {"level_downsamples": [1, 1]},
+            (-1.0, 1.0), "levels 8x8 + 16x16 instead",
+        ),  # fmt: skip
         Row(
             f"vqvae2_imagenet256-paper@{resolution}", "VQ-VAE-2", "imagenet256-paper", VQVAE2Config, VQVAE2Model,
             {"image_size": resolution}, (-1.0, 1.0), "reduced from 256 (fully convolutional)",

@@ -51,3 +51,25 @@ def test_sampling_benchmark_quick_run_writes_the_json_keys(tmp_path):
                 "transformer_nocache_s_32", "transformer_cache_s_32"):  # fmt: skip
         assert figures[key] > 0, key
     assert all(figures["identical_codes"].values()), "cached and uncached samplers give the same codes"
+
+
+def test_cifar10_quality_benchmark_quick_run(tmp_path, shared_dir):
+    out = tmp_path / "cifar10.json"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "quality_cifar10.py"), "--quick", "--threads", "1",
+         "--codebook_rows", "1,9,10", "--datasets", str(shared_dir / "datasets"), "--output_dir", str(tmp_path / "runs"),
+         "--json", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    rows = figures["codebook"]
+    assert list(rows) == ["paper: EMA codebook", "EMA + k-means + restarts: the defaults (no option)",
+                          "vqp: VectorQuantize, plain"]  # fmt: skip
+    for row in [*rows.values(), figures["vqvae"], *figures["hierarchy"].values()]:
+        assert row["test_images"] == 64 and 0 <= row["codes_used"] <= 1 and row["normalized_mse"] > 0
+        assert 0 < row["ssim"] <= 1 and row["ms_per_step"] > 0
+    assert 1 <= figures["vqvae"]["batch_perplexity"] <= 512
+    assert figures["hierarchy"]["vqvae2"]["bits_per_image"] == 80 * 9
+    assert figures["hierarchy"]["vqvae_k2048"]["bits_per_image"] == 64 * 11
+    assert "Codebook options" in result.stdout and "vs Sonnet" in result.stdout and "hierarchy help" in result.stdout

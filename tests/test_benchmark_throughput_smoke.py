@@ -12,6 +12,9 @@ MNIST = ROOT.parent / "shared" / "datasets" / "mnist"  # the benchmark's default
 TRAIN_KEYS = (
     "vqvae_mnist_img_s",
     "vqvae_cifar10-paper_img_s",
+    "vqvae_cifar10_img_s",
+    "vqvae2_cifar10_img_s",
+    "vqvae2_cifar10-16x16_img_s",
     "vqvae2_imagenet256-paper@64_img_s",
     "vae_mnist-paper_img_s",
     "vae_frey-paper_img_s",

@@ -242,3 +242,16 @@ def test_paper_codebook_flag_gives_the_papers_quantizer():
     assert all(q.kmeans_init and q.dead_code_threshold == 20 for q in default.quantizers)
     with pytest.raises(ValueError, match="--paper_codebook applies to the VQ models"):
         build_model(ModelArguments(model="vae", paper_codebook=True), {}, None)
+
+
+def test_every_option_together_under_bfloat16_autocast_and_cast():
+    model = _tiny(**OPTIONS).train()
+    pixels = torch.rand(2, 3, 16, 16) * 2 - 1
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        output = model(pixels)
+    output.loss.backward()
+    assert torch.isfinite(output.loss) and output.loss.dtype == torch.float32
+    assert model.quantizers[0].project_in.weight.grad is not None, "the factorised projection trains"
+    cast = _tiny(**OPTIONS).to(torch.bfloat16).eval()
+    encoded = cast.encode(pixels.to(torch.bfloat16))
+    assert torch.equal(cast.decode_code(encoded.codes), cast.decode(encoded.quantized))

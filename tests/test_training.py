@@ -191,7 +191,7 @@ def test_arguments_from_a_yaml_file_match_the_command_line():
     from_file = train_script.parse_args([str(ROOT / "configs" / "vqvae2-cifar10.yaml")])
     model_args, data_args, train_args, overrides = from_file
     assert (model_args.model, model_args.preset, data_args.resolution, data_args.streaming) == (
-        "vqvae2", "imagenet256-paper", 32, True)
+        "vqvae2", "cifar10", None, True)
     assert train_args.max_train_steps == 20000 and train_args.learning_rate == 3e-4
-    assert overrides == {"level_downsamples": [1, 2], "num_embeddings": 512}
+    assert overrides == {"num_embeddings": 512} and not model_args.paper_codebook
     assert from_file == train_script.parse_args(train_script.arguments_from_file(str(ROOT / "configs" / "vqvae2-cifar10.yaml")))

@@ -161,7 +161,7 @@ def test_presets_match_the_papers():
     assert sonnet.latent_shapes() == [(8, 8)] and sonnet.num_downsamples == 2
     assert VQVAE2Config.from_preset("cifar10").latent_shapes() == [(4, 4), (8, 8)]
     # Every preset gets the codebook defaults (k-means init, restarts); PAPER_CODEBOOK restores the papers' codebook.
-    assert (sonnet.kmeans_init, sonnet.dead_code_threshold) == (True, 20)
+    assert (sonnet.kmeans_init, sonnet.dead_code_threshold, sonnet.rotation_trick) == (True, 20, False)
     paper = VQVAE2Config.from_preset("imagenet256-paper", **PAPER_CODEBOOK)
     assert (paper.kmeans_init, paper.dead_code_threshold, paper.rotation_trick) == (False, None, False)
     assert VQVAEConfig.from_preset("imagenet128-paper").latent_shapes() == [(32, 32)]

@@ -196,7 +196,7 @@ class _Run:
         if self.usage_window is not None:  # per level: fraction of codes used in the window, dead codes, perplexity
             logs.update(codebook_health(self.usage_window))
             usage = [level["usage"] for level in codebook_health_per_level(self.usage_window)]
-            postfix["codes"] = "/".join(f"{100 * fraction:.0f}%" for fraction in usage)  # top level first
+            postfix["codes_used"] = "/".join(f"{100 * fraction:.0f}%" for fraction in usage)  # top level first
             self._warn_on_low_usage(usage)
         bar.set_postfix(**postfix)
         self.accelerator.log(to_jsonable(logs), step=self.state.global_step)
@@ -211,9 +211,8 @@ class _Run:
                 self.warned_levels.add(level)
                 logger.warning(
                     "codebook collapse: level %d (0 = top) used only %.1f%% of its codes over the last %d steps (step "
-                    "%d; warning below %.0f%%). Keep k-means initialisation and dead-code restarts on (the defaults: "
-                    "--kmeans_init true --dead_code_threshold 20), lower --learning_rate, or for a fine-tune pass "
-                    "--reset_dead_codes", level, 100 * fraction, self.args.logging_steps, self.state.global_step,
+                    "%d; warning below %.0f%%). Keep k-means initialisation and dead-code restarts on (the defaults, "
+                    "not --paper_codebook), lower --learning_rate, or for a fine-tune pass --reset_dead_codes", level, 100 * fraction, self.args.logging_steps, self.state.global_step,
                     100 * threshold)  # fmt: skip
 
 

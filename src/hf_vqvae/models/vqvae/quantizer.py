@@ -175,7 +175,7 @@ class VectorQuantizer(nn.Module):
                 self._training_updates(flat.detach(), indices, usage)
             output = self._losses_and_gradient_estimator(flat, quantized)
             if self.is_factorised:
-                output.quantized = self.project_out(output.quantized)  # (N, D)
+                output.quantized = self._from_lookup_space(output.quantized)  # (N, D)
 
         spatial = latents.shape[2:]
         # Back in the input's dtype (a no-op for float32; bf16 for a model cast to bf16), losses stay float32.
@@ -205,6 +205,10 @@ class VectorQuantizer(nn.Module):
             flat = F.linear(flat, self.project_in.weight.float(), self.project_in.bias.float())
         return F.normalize(flat, dim=1) if self.use_cosine_sim else flat
 
+    def _from_lookup_space(self, vectors: torch.Tensor) -> torch.Tensor:
+        """Code vectors (..., d) -> decoder inputs (..., D) through `project_out`, in float32."""
+        return F.linear(vectors, self.project_out.weight.float(), self.project_out.bias.float())
+
     def embed(self, indices: torch.LongTensor) -> torch.FloatTensor:
         """Code vectors for `indices` of shape `(batch, *spatial)`, returned as `(batch, embedding_dim, *spatial)`."""
         if indices.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
@@ -216,7 +220,7 @@ class VectorQuantizer(nn.Module):
             )
         vectors = F.embedding(indices.long(), self.lookup_codebook())  # (batch, *spatial, d)
         if self.is_factorised:
-            vectors = self.project_out(vectors)  # (batch, *spatial, D)
+            vectors = self._from_lookup_space(vectors)  # (batch, *spatial, D)
         return vectors.to(self.codebook.dtype).movedim(-1, 1)
 
     # ----------------------------------------------------------------------------------------------------------
