@@ -195,3 +195,26 @@ def test_arguments_from_a_yaml_file_match_the_command_line():
     assert train_args.max_train_steps == 20000 and train_args.learning_rate == 3e-4
     assert overrides == {"num_embeddings": 512} and not model_args.paper_codebook
     assert from_file == train_script.parse_args(train_script.arguments_from_file(str(ROOT / "configs" / "vqvae2-cifar10.yaml")))
+
+
+def test_lr_scheduler_constant_or_cosine_after_the_warm_up():
+    from hf_vqvae.training import TrainArguments
+    from hf_vqvae.training.builders import build_scheduler
+
+    def learning_rates(name):
+        optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+        args = TrainArguments(learning_rate=1e-3, lr_warmup_steps=2, lr_scheduler=name)
+        scheduler = build_scheduler(optimizer, args, total_steps=10, num_processes=1)
+        rates = []
+        for _ in range(10):
+            rates.append(scheduler.get_last_lr()[0])
+            optimizer.step()
+            scheduler.step()
+        return rates
+
+    assert learning_rates("constant") == pytest.approx([0.0, 5e-4] + [1e-3] * 8)
+    cosine = learning_rates("cosine")
+    assert cosine[:3] == pytest.approx([0.0, 5e-4, 1e-3]) and cosine[-1] < 1e-4
+    assert all(a >= b for a, b in zip(cosine[2:], cosine[3:])), "decays after the warm-up"
+    with pytest.raises(ValueError, match="--lr_scheduler must be cosine or constant"):
+        TrainArguments(lr_scheduler="linear")

@@ -56,7 +56,10 @@ class TrainArguments:
     train_batch_size: int = field(default=64, metadata={"help": "Images per process per micro-batch."})
     eval_batch_size: int = field(default=128, metadata={"help": "Images per batch when evaluating."})
     learning_rate: float = field(default=2e-4, metadata={"help": "Peak learning rate of AdamW (VQ-VAE paper: 2e-4)."})
-    lr_warmup_steps: int = field(default=100, metadata={"help": "Linear warm-up steps before the cosine decay."})
+    lr_warmup_steps: int = field(default=100, metadata={"help": "Linear warm-up steps before the schedule."})
+    lr_scheduler: str = field(
+        default="cosine", metadata={"help": "After the warm-up: cosine (decay to 0 at the last step) or constant."}
+    )
     adam_beta1: float = field(default=0.9, metadata={"help": "AdamW beta1."})
     adam_beta2: float = field(default=0.999, metadata={"help": "AdamW beta2."})
     adam_weight_decay: float = field(default=0.0, metadata={"help": "AdamW decoupled weight decay."})
@@ -95,6 +98,8 @@ class TrainArguments:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"--{name} must be >= 1 (or unset), got {value}")
+        if self.lr_scheduler not in ("cosine", "constant"):
+            raise ValueError(f"--lr_scheduler must be cosine or constant, got {self.lr_scheduler!r}")
         if self.binarize not in ("none", "dynamic", "threshold"):
             raise ValueError(f"--binarize must be none, dynamic or threshold, got {self.binarize!r}")
         if not 0.0 <= self.codebook_usage_warning <= 1.0:

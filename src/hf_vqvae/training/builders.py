@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModel, get_cosine_schedule_with_warmup
+from transformers import AutoConfig, AutoModel, get_scheduler
 
 from ..data.codes import INFO_FILE, CodesInfo
 from ..image_processing import VQImageProcessor
@@ -144,7 +144,9 @@ def build_optimizer(model, args) -> torch.optim.Optimizer:
 
 def build_scheduler(optimizer, args, total_steps: int, num_processes: int):
     # A prepared scheduler steps once per process per optimizer step (accelerate), so scale like diffusers does.
-    return get_cosine_schedule_with_warmup(
+    name = {"cosine": "cosine", "constant": "constant_with_warmup"}[args.lr_scheduler]  # both warm up first
+    return get_scheduler(
+        name,
         optimizer,
         num_warmup_steps=min(args.lr_warmup_steps, total_steps) * num_processes,
         num_training_steps=total_steps * num_processes,
