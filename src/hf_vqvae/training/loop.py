@@ -17,7 +17,7 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from ..data import BatchStats, DataArguments, batches_for_rank
-from ..evaluation import codebook_health, codebook_health_per_level, to_jsonable
+from ..evaluation import codebook_health, to_jsonable
 from .arguments import ModelArguments, TrainArguments
 from .artifacts import write_metrics, write_model_card
 from .builders import DEFAULT_PRESETS, build_model, build_optimizer, build_scheduler
@@ -195,7 +195,7 @@ class _Run:
         postfix = dict(loss=f"{logs['loss']:.4f}", img_s=f"{logs['images_per_s']:.0f}")
         if self.usage_window is not None:  # per level: fraction of codes used in the window, dead codes, perplexity
             logs.update(codebook_health(self.usage_window))
-            usage = [level["usage"] for level in codebook_health_per_level(self.usage_window)]
+            usage = [logs[f"codebook_usage_level_{level}"] for level in range(self.usage_window.shape[0])]
             postfix["codes_used"] = "/".join(f"{100 * fraction:.0f}%" for fraction in usage)  # top level first
             self._warn_on_low_usage(usage)
         bar.set_postfix(**postfix)

@@ -377,9 +377,9 @@ class _RotationTrickCommitment(torch.autograd.Function):
     The forward value is the code vector e itself (as with straight-through). The encoder output z is treated as
     q = sg[λ R] z, where R rotates z's direction ẑ onto ê and λ = ‖e‖ / ‖z‖ rescales it:
     R = I - 2 r rᵀ + 2 ê ẑᵀ with r = (ẑ + ê) / ‖ẑ + ê‖ (so R z = ‖z‖ ê and λ R z = e). The gradient reaching z is
-    therefore λ Rᵀ g = λ (g - 2 r (r·g) + 2 ẑ (ê·g)) instead of g: it keeps the angle between g and z that g
-    has with e. Computed per row without forming R. The commitment gradient 2 (z - e) / numel is added as in
-    `_StraightThroughCommitment`.
+    therefore λ Rᵀ g = λ (g - 2 r (r·g) + 2 ẑ (ê·g)) instead of g: the decoder's gradient at e, turned back by the
+    rotation that took z onto e, so that its angle to z is its angle to e. Computed per row without forming R. The
+    commitment gradient 2 (z - e) / numel is added as in `_StraightThroughCommitment`.
     """
 
     @staticmethod
