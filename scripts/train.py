@@ -23,7 +23,7 @@ from transformers import HfArgumentParser
 
 import hf_vqvae  # noqa: F401  (registers the Auto classes)
 from hf_vqvae.data import DataArguments
-from hf_vqvae.training import ModelArguments, TrainArguments, parse_config_overrides, train
+from hf_vqvae.training import ModelArguments, TrainArguments, TrainingInterrupted, parse_config_overrides, train
 from hf_vqvae.training.builders import config_class_for
 
 
@@ -67,7 +67,15 @@ def arguments_from_file(path: str) -> list[str]:
 def main(parsed=None) -> dict:
     model_args, data_args, train_args, overrides = parsed or parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return train(model_args, data_args, train_args, overrides)
+    try:
+        return train(model_args, data_args, train_args, overrides)
+    except TrainingInterrupted as stop:  # Ctrl-C or SIGTERM: a checkpoint was saved
+        print(f"\n{stop}", file=sys.stderr)
+        raise SystemExit(stop.exit_code) from None
+    except KeyboardInterrupt:  # a second Ctrl-C / SIGTERM before the checkpoint was written
+        print("\nstopped at once by a second interrupt: nothing saved since the last checkpoint "
+              "(resume from it with --resume_from_checkpoint latest)", file=sys.stderr)  # fmt: skip
+        raise SystemExit(130) from None
 
 
 if __name__ == "__main__":

@@ -111,7 +111,7 @@ class VQImageProcessor(BaseImageProcessor):
             raise ValueError(
                 f"image {index} is a {type(image).__name__}; pass PIL images, NumPy arrays (H, W[, C]) or torch tensors (C, H, W)"
             )
-        return pil.convert("RGB" if self.num_channels == 3 else "L")
+        return to_model_mode(pil, "RGB" if self.num_channels == 3 else "L")
 
     def _to_model_array(self, pil: Image.Image) -> np.ndarray:
         height, width = self.size
@@ -160,6 +160,27 @@ def _array_to_pil(array: np.ndarray, index: int) -> Image.Image:
     return Image.fromarray(array)
 
 
+def to_model_mode(image: Image.Image, mode: str) -> Image.Image:
+    """Any PIL image -> 8-bit "RGB" or "L", the same way in training, the processor and the demo.
+
+    Transparent pixels are composited onto black (an empty drawing canvas is black, as MNIST's background), rather
+    than dropping alpha (which keeps whatever colour the hidden pixels hold). 16-bit and 32-bit integer images are
+    scaled to 8 bits instead of clipped (PIL's own conversion turns every value above 255 white).
+    """
+    if mode not in ("RGB", "L"):
+        raise ValueError(f"mode must be 'RGB' or 'L', got {mode!r}")
+    if image.mode.startswith("I;16") or image.mode == "I":
+        array = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
+        image = Image.fromarray(np.clip(array * (255.0 / peak), 0, 255).round().astype(np.uint8), "L")
+    elif image.mode == "F":
+        image = Image.fromarray(np.clip(np.asarray(image), 0, 255).round().astype(np.uint8), "L")
+    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        image = Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba)
+    return image if image.mode == mode else image.convert(mode)
+
+
 def resize_and_center_crop(pil: Image.Image, height: int, width: int, resample) -> Image.Image:
     """Scale so that the image covers height x width (aspect kept), then crop the centre."""
     in_width, in_height = pil.size
@@ -172,4 +193,4 @@ def resize_and_center_crop(pil: Image.Image, height: int, width: int, resample) 
     return pil.crop((left, top, left + width, top + height))
 
 
-__all__ = ["VQImageProcessor", "resize_and_center_crop"]
+__all__ = ["VQImageProcessor", "resize_and_center_crop", "to_model_mode"]

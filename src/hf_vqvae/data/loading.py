@@ -96,16 +96,31 @@ def detect_image_column(dataset, requested: str | None, source: str) -> str:
     if features is None:
         raise ValueError(f"{source} does not declare its features; pass --image_column")
     columns = list(features)
+    images = [name for name, feature in features.items() if isinstance(feature, datasets.Image)]
     if requested is not None:
         if requested not in features:
             raise ValueError(f"{source} has no column {requested!r}; its columns: {', '.join(columns)}")
+        _check_holds_images(dataset, requested, source, images)
         return requested
-    images = [name for name, feature in features.items() if isinstance(feature, datasets.Image)]
     if len(images) == 1:
         return images[0]
     if not images:
         raise ValueError(f"{source} has no image column (columns: {', '.join(columns)}); pass --image_column")
     raise ValueError(f"{source} has several image columns ({', '.join(images)}); choose one with --image_column")
+
+
+def _check_holds_images(dataset, column: str, source: str, image_columns: list[str]) -> None:
+    """An `Image` column, or strings naming image files; anything else (a caption, a label) would otherwise be
+    skipped image by image, and training would never form a batch."""
+    feature = dataset.features[column]
+    if isinstance(feature, datasets.Image):
+        return
+    if isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string"):
+        first = next(iter(dataset.select_columns([column]).take(1)), {}).get(column)
+        if isinstance(first, str) and os.path.isfile(first):
+            return
+    hint = f"its image columns: {', '.join(image_columns)}" if image_columns else "it has no image column"
+    raise ValueError(f"--image_column {column!r} of {source} holds {feature}, not images or image file paths; {hint}")
 
 
 def _load(args: DataArguments):
@@ -152,6 +167,12 @@ def _check_not_empty(train, source: str, name: str) -> None:
 def _sklearn_digits_splits(args: DataArguments, seed: int) -> ImageSplits:
     """scikit-learn's bundled 8x8 digits (16 grey levels) as PNG images: the offline default dataset."""
     from sklearn.datasets import load_digits
+
+    for option, value, known in (("--train_split", args.train_split, "train"), ("--eval_split", args.eval_split, "test")):
+        if value not in (None, known):
+            raise ValueError(f"{DEFAULT_DATASET} has the splits train and test (held out); {option} {value!r} is not one")
+    if args.image_column not in (None, "image"):
+        raise ValueError(f"{DEFAULT_DATASET} has no column {args.image_column!r}; its columns: image, label")
 
     digits = load_digits()
     images = (digits.images * (255.0 / 16.0)).round().astype(np.uint8)  # (1797, 8, 8)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import logging
 import random
 from collections.abc import Iterator
@@ -15,6 +16,8 @@ from datasets import Dataset, IterableDataset
 from datasets.distributed import split_dataset_by_node
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ..image_processing import to_model_mode
+
 logger = logging.getLogger(__name__)
 
 
@@ -22,7 +25,8 @@ logger = logging.getLogger(__name__)
 class BatchStats:
     """What the pipeline saw: images used, images skipped because they could not be decoded."""
 
-    images: int = 0
+    images: int = 0  # images yielded in batches
+    decoded: int = 0  # images decoded (in a batch or not: an epoch's last partial batch is dropped)
     skipped: int = 0
     skipped_examples: list[str] = field(default_factory=list)  # first few reasons, for the log
 
@@ -45,7 +49,7 @@ class ImageTransform:
         image = decode_image(raw)
         if image is None:
             return None
-        image = self._crop(image.convert(self.mode), rng)
+        image = self._crop(to_model_mode(image, self.mode), rng)
         if self.random_flip and rng.random() < 0.5:
             image = ImageOps.mirror(image)
         array = np.asarray(image, dtype=np.float32) * ((self.high - self.low) / 255.0) + self.low
@@ -64,8 +68,16 @@ class ImageTransform:
         return image.crop((left, top, left + self.width, top + self.height))
 
 
-def decode_image(raw) -> Image.Image | None:
-    """An image from a datasets `Image(decode=False)` value ({"bytes", "path"}), a PIL image, or None."""
+# Larger images are skipped before decoding: a 48 KB PNG can declare 20000x20000 pixels (a decompression bomb).
+# PIL's own guard (Image.MAX_IMAGE_PIXELS, 89 M) only warns below twice its limit; this one is checked from the header.
+MAX_IMAGE_PIXELS = 64_000_000
+
+
+def decode_image(raw, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image | None:
+    """An image from a datasets `Image(decode=False)` value ({"bytes", "path"}), a PIL image, or None.
+
+    None means undecodable: not an image, truncated, or larger than `max_pixels` by its header (not decoded).
+    """
     try:
         if isinstance(raw, Image.Image):
             image = raw
@@ -75,9 +87,12 @@ def decode_image(raw) -> Image.Image | None:
             image = Image.open(raw["path"])
         else:
             return None
+        if image.width * image.height > max_pixels:
+            logger.debug("image of %dx%d pixels is over the %d-pixel limit", image.width, image.height, max_pixels)
+            return None
         image.load()  # a truncated file fails here, not later
         return image
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError):
         return None
 
 
@@ -123,6 +138,7 @@ def batches_for_rank(
         if array is None:
             _count_skip(stats, raw, position)
             continue
+        stats.decoded += 1
         pixels.append(array)
         if with_ids:
             ids.append(example_id(raw))
@@ -160,4 +176,9 @@ def _count_skip(stats: BatchStats, raw, position: int) -> None:
     if len(stats.skipped_examples) < 5:
         where = raw.get("path") if isinstance(raw, dict) else None
         stats.skipped_examples.append(f"example {position}{f' ({where})' if where else ''}")
-    logger.warning("skipped an undecodable image (example %d of this shard; %d skipped so far)", position, stats.skipped)
+    if stats.skipped <= 5 or _is_power_of_ten(stats.skipped):  # the first few, then 10, 100, 1000... (no flood)
+        logger.warning("skipped an undecodable image (example %d of this shard; %d skipped so far)", position, stats.skipped)
+
+
+def _is_power_of_ten(number: int) -> bool:
+    return number >= 1 and 10 ** round(math.log10(number)) == number

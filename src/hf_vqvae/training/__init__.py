@@ -2,12 +2,15 @@
 
 from .arguments import ModelArguments, TrainArguments, parse_config_overrides
 from .checkpointing import TrainingState, find_checkpoint, list_checkpoints
-from .loop import NonFiniteLossError, train
+from .interrupts import TrainingInterrupted
+from .loop import EmptyEpochError, NonFiniteLossError, train
 
 __all__ = [
+    "EmptyEpochError",
     "ModelArguments",
     "NonFiniteLossError",
     "TrainArguments",
+    "TrainingInterrupted",
     "TrainingState",
     "find_checkpoint",
     "list_checkpoints",

@@ -82,6 +82,11 @@ class TrainArguments:
     checkpointing_steps: int | None = field(default=None, metadata={"help": "Save a resumable checkpoint every N steps."})
     checkpoints_total_limit: int | None = field(default=None, metadata={"help": "Keep at most this many checkpoints."})
     resume_from_checkpoint: str | None = field(default=None, metadata={"help": "'latest' or a checkpoint folder to resume from."})
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Delete the checkpoints of an earlier run in --output_dir and start afresh (without it such a "
+                  "folder is refused unless --resume_from_checkpoint is given)."},
+    )
     skip_nonfinite: bool = field(default=False, metadata={"help": "Skip steps with a NaN/Inf loss instead of stopping."})
     debug_rank_outputs: bool = field(
         default=False,

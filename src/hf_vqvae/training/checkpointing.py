@@ -66,12 +66,36 @@ def find_checkpoint(output_dir, which: str) -> Path:
     return complete[-1]
 
 
+def read_training_state(path: Path) -> TrainingState:
+    """The step and data position saved with a checkpoint (without loading the checkpoint)."""
+    try:
+        return TrainingState(**json.loads((Path(path) / STATE_FILE).read_text()))
+    except (OSError, ValueError, TypeError) as error:
+        raise ValueError(f"{path}/{STATE_FILE} is unreadable or corrupt ({error}); resume from another checkpoint") from error
+
+
 def load_checkpoint(accelerator, path: Path) -> TrainingState:
+    _check_random_states(Path(path), accelerator.process_index)
+    state = read_training_state(path)
     accelerator.load_state(str(path))
-    state = TrainingState(**json.loads((path / STATE_FILE).read_text()))
     # accelerate numbers later save_state folders from this iteration (needed after load_state)
     accelerator.project_configuration.iteration = state.global_step
     return state
+
+
+def _check_random_states(path: Path, process_index: int) -> None:
+    """Accelerate skips an unreadable RNG file with an INFO line, so the resumed run would silently draw other
+    augmentations and binarisations than the straight run; refuse it instead (read with weights_only=True)."""
+    from accelerate.utils import load
+
+    name = f"random_states_{process_index}.pkl"
+    try:
+        load(path / name)
+    except Exception as error:  # noqa: BLE001  (any failure to read the file means the same thing)
+        raise ValueError(
+            f"{path / name} is missing or corrupt ({type(error).__name__}); resuming from it would not "
+            f"reproduce the run's random draws. Resume from another checkpoint (--resume_from_checkpoint <folder>)"
+        ) from error
 
 
 def list_checkpoints(root: Path) -> list[Path]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import platform
+import signal
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -21,7 +22,9 @@ from ..evaluation import codebook_health, to_jsonable
 from .arguments import ModelArguments, TrainArguments
 from .artifacts import write_metrics, write_model_card
 from .builders import DEFAULT_PRESETS, build_model, build_optimizer, build_scheduler
-from .checkpointing import TrainingState, find_checkpoint, load_checkpoint, save_checkpoint
+from .checkpointing import TrainingState, find_checkpoint, load_checkpoint, read_training_state, save_checkpoint
+from .interrupts import StopSignals, TrainingInterrupted
+from .output_dir import check_output_dir, write_atomically
 from .tasks import ImageTask, make_task
 
 logger = logging.getLogger(__name__)
@@ -31,10 +34,16 @@ class NonFiniteLossError(RuntimeError):
     """The loss became NaN or Inf; nothing is saved from that step on."""
 
 
+class EmptyEpochError(RuntimeError):
+    """A pass over the training data gave no full batch: training could never make a step."""
+
+
 def train(model_args: ModelArguments, data_args: DataArguments, args: TrainArguments, overrides: dict) -> dict:
     """Train, then write the model folder, grids and metrics.json to `args.output_dir`; returns the metrics."""
     output_dir = Path(args.output_dir or f"outputs/{model_args.model}-{model_args.preset or DEFAULT_PRESETS[model_args.model]}")
     accelerator = _make_accelerator(args, output_dir)
+    check_output_dir(output_dir, resuming=bool(args.resume_from_checkpoint), overwrite=args.overwrite_output_dir,
+                     is_main_process=accelerator.is_main_process)  # fmt: skip
     set_seed(args.seed)
     model = build_model(model_args, overrides, data_args.resolution)
     if args.binarize != "none" and getattr(model.config, "decoder_distribution", None) != "bernoulli":
@@ -46,7 +55,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: TrainArgum
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     state = TrainingState()
     if args.resume_from_checkpoint:
-        state = load_checkpoint(accelerator, find_checkpoint(output_dir, args.resume_from_checkpoint))
+        state = _resume(accelerator, output_dir, args.resume_from_checkpoint, total_steps)
         logger.info("resumed at step %d (epoch %d, batch %d)", state.global_step, state.epoch, state.batches_in_epoch)
     run = _Run(accelerator, model, optimizer, scheduler, args, state, total_steps, output_dir, task)
     run.base_model = model_args.init_from
@@ -56,6 +65,17 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: TrainArgum
     start = time.time()
     run.fit()
     return _finish(run, time.time() - start)
+
+
+def _resume(accelerator, output_dir: Path, which: str, total_steps: int) -> TrainingState:
+    path = find_checkpoint(output_dir, which)
+    step = read_training_state(path).global_step
+    if step > total_steps:
+        raise ValueError(
+            f"{path} is at step {step}, past this run's {total_steps} steps (--max_train_steps / epochs): pass a "
+            f"larger --max_train_steps to continue it, or start afresh with --overwrite_output_dir"
+        )
+    return load_checkpoint(accelerator, path)
 
 
 def _make_accelerator(args: TrainArguments, output_dir: Path) -> Accelerator:
@@ -69,6 +89,11 @@ def _make_accelerator(args: TrainArguments, output_dir: Path) -> Accelerator:
 
 
 def _total_steps(args: TrainArguments, train, num_processes: int) -> int:
+    if isinstance(train, Dataset) and train.num_rows // num_processes < args.train_batch_size:
+        raise EmptyEpochError(
+            f"{train.num_rows} training images give no full batch of {args.train_batch_size} per process "
+            f"({num_processes} process(es)), so no step could ever be taken; lower --train_batch_size"
+        )
     if args.max_train_steps is not None:
         return args.max_train_steps
     if not isinstance(train, Dataset):
@@ -103,19 +128,50 @@ class _Run:
         return self.accelerator.unwrap_model(self.model)
 
     def fit(self) -> None:
+        """Train to `total_steps`; Ctrl-C / SIGTERM save a checkpoint and raise `TrainingInterrupted`."""
         bar = tqdm(total=self.total_steps, initial=self.state.global_step, desc="steps",
                    disable=not self.accelerator.is_local_main_process)  # fmt: skip
         self.model.train()
-        while self.state.global_step < self.total_steps:
-            for batch in self._epoch_batches():
-                if self._micro_step(batch):
-                    bar.update(1)
-                    self._after_step(bar)
-                    if self.state.global_step >= self.total_steps:
-                        break
-            else:  # the epoch ran out before the last step
-                self.state.epoch, self.state.batches_in_epoch = self.state.epoch + 1, 0
+        with StopSignals() as signals:
+            while self.state.global_step < self.total_steps:
+                self._run_epoch(bar, signals)
         bar.close()
+
+    def _run_epoch(self, bar, signals: StopSignals) -> None:
+        """The rest of the current epoch, or up to the last step; an epoch with no batch at all is an error."""
+        start_batch, decoded, skipped = self.state.batches_in_epoch, self.stats.decoded, self.stats.skipped
+        for batch in self._epoch_batches():
+            if self._micro_step(batch):
+                bar.update(1)
+                self._after_step(bar)
+                self._stop_if_signalled(signals)
+                if self.state.global_step >= self.total_steps:
+                    return
+        if self.state.batches_in_epoch == 0 and start_batch == 0:
+            raise EmptyEpochError(self._empty_epoch_message(self.stats.decoded - decoded, self.stats.skipped - skipped))
+        self.state.epoch, self.state.batches_in_epoch = self.state.epoch + 1, 0
+
+    def _empty_epoch_message(self, decoded: int, skipped: int) -> str:
+        examples = f" (first: {'; '.join(self.stats.skipped_examples)})" if skipped else ""
+        return (
+            f"a whole pass over the training data gave process {self.accelerator.process_index} no batch of "
+            f"{self.args.train_batch_size} images: {decoded} decoded, {skipped} skipped as undecodable{examples}. "
+            f"Lower --train_batch_size, check --image_column and the images, or add data"
+        )
+
+    def _stop_if_signalled(self, signals: StopSignals) -> None:
+        """After a step: if any process got SIGINT/SIGTERM, all save a checkpoint and stop together."""
+        received = torch.tensor([signals.received or 0], device=self.accelerator.device)
+        if self.accelerator.num_processes > 1:
+            received = self.accelerator.gather(received).max().reshape(1)
+        number = int(received.item())
+        if number == 0:
+            return
+        path = save_checkpoint(self.accelerator, self.output_dir, self.state, self.args.checkpoints_total_limit)
+        raise TrainingInterrupted(
+            f"stopped by {signal_name(number)} at step {self.state.global_step} of {self.total_steps}; checkpoint "
+            f"saved to {path}. Resume with the same command plus --resume_from_checkpoint latest", number
+        )
 
     def _epoch_batches(self):
         return self.task.batches(self.state.epoch, self.state.batches_in_epoch, self.accelerator.process_index,
@@ -270,8 +326,13 @@ def _write_rank_outputs(run: _Run, model) -> None:
 
 
 def _write_outputs(run: _Run, model, metrics: dict, wall_time: float) -> None:
-    output_dir = run.output_dir
-    output_dir.mkdir(parents=True, exist_ok=True)
+    """The final model, artifacts, metrics and card, written atomically (see `write_atomically`)."""
+    run.output_dir.mkdir(parents=True, exist_ok=True)
+    write_atomically(run.output_dir, lambda folder: _write_final_files(run, model, metrics, wall_time, folder))
+    logger.info("wrote %s", run.output_dir)
+
+
+def _write_final_files(run: _Run, model, metrics: dict, wall_time: float, output_dir: Path) -> None:
     model.save_pretrained(output_dir)
     run.task.write_artifacts(model, output_dir)
     training = dict(
@@ -285,7 +346,6 @@ def _write_outputs(run: _Run, model, metrics: dict, wall_time: float) -> None:
     # metrics.json keeps the set-up too, so that scripts/push_to_hub.py can re-render the card from it.
     write_metrics(output_dir, {**metrics, "training": training})
     write_model_card(output_dir, model, metrics, training)
-    logger.info("wrote %s", output_dir)
 
 
 def _tracker_config(model_args, data_args, args) -> dict:
@@ -293,4 +353,8 @@ def _tracker_config(model_args, data_args, args) -> dict:
     return {key: value for key, value in flat.items() if isinstance(value, (int, float, str, bool))}
 
 
-__all__ = ["NonFiniteLossError", "train"]
+def signal_name(number: int) -> str:
+    return signal.Signals(number).name
+
+
+__all__ = ["EmptyEpochError", "NonFiniteLossError", "TrainingInterrupted", "train"]
