@@ -154,7 +154,7 @@ def prior_mnist(args, datasets: Path) -> dict:
         raise SystemExit(f"{vq_folder} is missing: run the vqvae part first (--parts vqvae,prior)")
     codes = Path(args.output_dir) / "mnist-codes"
     extract_codes.main(extract_codes.parse_args(["--model", str(vq_folder), "--dataset_name", str(datasets / "mnist"),
-                                                 "--output_dir", str(codes), "--batch_size", "500"]
+                                                 "--output_dir", str(codes), "--overwrite", "--batch_size", "500"]
                                                 + (["--max_samples", "256"] if args.quick else [])))  # fmt: skip
     folder = Path(args.output_dir) / "prior-mnist"
     model_args = ModelArguments(model="pixelcnn-prior", preset="mnist", codes_dataset=str(codes), level=0)

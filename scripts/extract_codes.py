@@ -3,10 +3,18 @@
 
     python scripts/extract_codes.py --model outputs/vqvae-mnist --dataset_name ../shared/datasets/mnist \\
         --output_dir outputs/mnist-codes
-    accelerate launch --num_processes 4 scripts/extract_codes.py ...     # every process encodes its own shard
+    accelerate launch --num_processes 4 scripts/extract_codes.py ...     # GPUs: every process encodes its own shard
+    ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 scripts/extract_codes.py ...   # CPU only
 
 The result is a folder laid out like a Hub dataset repo (parquet shards, a dataset card) plus `codes_info.json`
-naming the model, its codebook size and the code shapes, which the prior training checks.
+naming the model (and a fingerprint of its codebooks), its codebook size and the code shapes, which the prior
+training checks and records, so that a prior is only ever paired with the VQ model its codes came from. Each of N
+processes encodes a disjoint 1/N of every split and writes its own shard, so every image is written exactly once.
+Codes are stored as int16, or int32 when the codebook has more than 32768 entries.
+
+`--output_dir` must be new or empty; a folder holding an earlier extraction is refused (its shards would be mixed
+into the new codes) unless `--overwrite`, which deletes that extraction's shards and codes_info.json first and
+refuses a folder holding anything else. A model or pipeline folder is always refused (its card would be lost).
 """
 
 from __future__ import annotations
@@ -17,12 +25,13 @@ import os
 from pathlib import Path
 
 import torch
-from accelerate import PartialState
+from accelerate import Accelerator
 from transformers import AutoModel
 
 import hf_vqvae  # noqa: F401  (registers the Auto classes)
 from hf_vqvae.data import BatchStats, DataArguments, ImageTransform, batches_for_rank, load_image_splits
-from hf_vqvae.data.codes import CodesInfo, write_card, write_shard
+from hf_vqvae.data.codes import CodesInfo, check_output_dir, clear_codes_dataset, code_dtype, write_card, write_shard
+from hf_vqvae.pipelines.codes_source import codebook_fingerprints
 
 logger = logging.getLogger("extract_codes")
 
@@ -40,6 +49,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--streaming", action="store_true")
     parser.add_argument("--batch_size", type=int, default=256)
     parser.add_argument("--max_samples", type=int, default=None, help="encode at most this many images per split")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the codes dataset already in --output_dir (its shards and codes_info.json are "
+                             "deleted first); a folder holding any other file is still refused")  # fmt: skip
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error("--batch_size must be >= 1")
@@ -48,7 +60,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(args: argparse.Namespace) -> Path:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    state = PartialState()
+    state = _distributed_state()
+    output = Path(args.output_dir)
+    check_output_dir(output, args.overwrite)  # every process, before the main one deletes anything
     model = _load_vq_model(args.model).to(state.device).eval()
     config = model.config
     data_args = DataArguments(dataset_name=args.dataset_name, dataset_config=args.dataset_config,
@@ -62,8 +76,9 @@ def main(args: argparse.Namespace) -> Path:
         model=str(args.model), model_type=config.model_type, num_embeddings=config.num_embeddings,
         code_shapes=[list(shape) for shape in config.latent_shapes()], image_size=list(transform_size(transform)),
         num_channels=config.num_channels, num_classes=_num_classes(splits.train, args.label_column) if has_label else 0,
+        codebook_sha256=codebook_fingerprints(model),
     )  # fmt: skip
-    output = Path(args.output_dir)
+    _clear_earlier_extraction(output, state)
     largest_label = -1
     for name, dataset in _chosen_splits(splits, args.splits).items():
         rows, count = _encode(model, dataset, splits.image_column, transform, args, state, has_label)
@@ -77,6 +92,30 @@ def main(args: argparse.Namespace) -> Path:
         logger.info("wrote %s: %s", output, info.splits)
     state.wait_for_everyone()
     return output
+
+
+def _distributed_state() -> Accelerator:
+    """The process group. `Accelerator` (not `PartialState`) reads ACCELERATE_USE_CPU, so the processes of
+    `ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes N` on a CPU-only machine form one group of N
+    instead of N lone processes that would each encode everything and write the same files."""
+    state = Accelerator()
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if state.num_processes != launched:
+        raise RuntimeError(f"launched as {launched} processes but accelerate joined {state.num_processes}; on a "
+                           "CPU-only machine launch with ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu "
+                           f"--num_processes {launched}")  # fmt: skip
+    return state
+
+
+def _clear_earlier_extraction(output: Path, state) -> None:
+    """With --overwrite, the main process deletes an earlier extraction's files once every process has checked the
+    folder, and no process writes before that is done."""
+    state.wait_for_everyone()
+    if state.is_main_process:
+        stale = clear_codes_dataset(output)
+        if stale:
+            logger.info("--overwrite: deleted %d file(s) of the earlier extraction in %s", len(stale), output)
+    state.wait_for_everyone()
 
 
 def transform_size(transform: ImageTransform) -> tuple[int, int]:
@@ -109,13 +148,13 @@ def _encode(model, dataset, image_column, transform, args, state, has_label) -> 
     rows = {f"codes_{level}": [] for level in range(model.config.num_levels)}
     if has_label:
         rows["label"] = []
-    stats = BatchStats()
+    stats, dtype = BatchStats(), code_dtype(model.config.num_embeddings)
     for batch in batches_for_rank(dataset, image_column, transform, batch_size=args.batch_size, seed=0, epoch=0,
                                   rank=state.process_index, world_size=state.num_processes, shuffle=False,
                                   drop_last=False, stats=stats, columns=columns):  # fmt: skip
         codes = model.encode(batch["pixel_values"].to(state.device)).codes
         for level, level_codes in enumerate(codes):
-            rows[f"codes_{level}"].extend(level_codes.to(torch.int16).cpu().numpy())
+            rows[f"codes_{level}"].extend(level_codes.cpu().numpy().astype(dtype))
         if has_label:
             rows["label"].extend(batch["label"].tolist())
     if stats.skipped:

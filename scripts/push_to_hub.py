@@ -9,6 +9,12 @@ Steps: assemble the repo folder (safetensors weights, config, image processor, r
 re-rendered from metrics.json with the repo id, the image grid; for a pipeline model_index.json and component
 folders), validate it by loading it in a fresh process and running one batch, then `HfApi.create_repo` +
 `upload_folder`. `--dry_run` does everything but the upload and prints the file list with sizes.
+
+Only the staging folder is uploaded, and it holds only those files: the remote-code files are the modules named in
+config.json's `auto_map` plus the files they import with `from .module import ...` (found by parsing, never by
+importing), so other `*.py` files of the run folder (notes, scripts, anything holding a token) are never
+published. A pipeline's model_index.json must name its components by plain folder names (no `/`, `\\`, `..`,
+leading dot); any other name is refused before anything is read or written.
 """
 
 from __future__ import annotations

@@ -2,15 +2,20 @@
 
 A run folder (what `scripts/train.py` writes) or a pipeline folder (`VQVAE2Pipeline.save_pretrained`) becomes a
 repo folder holding only what a user loads: safetensors weights, `config.json`, `preprocessor_config.json`, the
-remote-code files written by `register_for_auto_class` (so `trust_remote_code=True` works without the package),
-the card (re-rendered from `metrics.json` with the repo id), the run's image grid and `metrics.json`; for a
-pipeline `model_index.json` and one such folder per component. Checkpoints, logs and anything pickled stay out.
+remote-code files (so `trust_remote_code=True` works without the package), the card (re-rendered from
+`metrics.json` with the repo id), the run's image grid and `metrics.json`; for a pipeline `model_index.json` and one
+such folder per component. The remote-code files are exactly the modules the config's `auto_map` names and, found
+by parsing them (never importing), their same-folder relative imports, transitively: any other `*.py` in the run
+folder (notes, scripts) stays out, as do checkpoints, logs and anything pickled. A pipeline's component names must
+be plain folder names, checked before anything is read or written.
 """
 
 from __future__ import annotations
 
+import ast
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -25,6 +30,10 @@ from .cards import render_model_card
 MODEL_FILES = ("config.json", "preprocessor_config.json", "metrics.json", "codes_info.json", "reconstructions.png",
                "samples.png")  # fmt: skip
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+# Configs whose `auto_map` names the remote-code modules a folder needs.
+AUTO_MAP_FILES = ("config.json", "preprocessor_config.json")
+# A pipeline component is a folder directly inside the pipeline folder: no separators, no "..", no leading dot.
+COMPONENT_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
 
 @dataclass
@@ -38,15 +47,17 @@ def assemble_repo_folder(run_dir: str | Path, output_dir: str | Path, repo_id: s
     run_dir, output_dir = Path(run_dir), Path(output_dir)
     if not run_dir.is_dir():
         raise ValueError(f"{run_dir} is not a folder: pass the output_dir of a training run or a saved pipeline")
+    is_pipeline = (run_dir / "model_index.json").is_file()
+    if not is_pipeline and not (run_dir / "config.json").is_file():
+        raise ValueError(f"{run_dir} holds neither config.json (a model) nor model_index.json (a pipeline)")
+    components = pipeline_components(run_dir) if is_pipeline else []  # names checked before any read or write
     if output_dir.exists() and any(output_dir.iterdir()):
         raise ValueError(f"the staging folder {output_dir} is not empty: choose a new --staging_dir")
     output_dir.mkdir(parents=True, exist_ok=True)
-    if (run_dir / "model_index.json").is_file():
-        _assemble_pipeline(run_dir, output_dir, repo_id)
-    elif (run_dir / "config.json").is_file():
-        _assemble_model(run_dir, output_dir, repo_id)
+    if is_pipeline:
+        _assemble_pipeline(run_dir, output_dir, repo_id, components)
     else:
-        raise ValueError(f"{run_dir} holds neither config.json (a model) nor model_index.json (a pipeline)")
+        _assemble_model(run_dir, output_dir, repo_id)
     return list_repo_files(output_dir)
 
 
@@ -62,12 +73,81 @@ def _assemble_model(source: Path, target: Path, repo_id: str, card: bool = True)
         pickled = [path.name for path in source.iterdir() if path.suffix in PICKLE_SUFFIXES]
         raise ValueError(f"{source} has no safetensors weights{' (only ' + ', '.join(pickled) + ')' if pickled else ''}; "
                          "only safetensors are published: re-save the model with save_pretrained")  # fmt: skip
+    code = remote_code_files(source)
     target.mkdir(parents=True, exist_ok=True)
-    for path in [*weights, *sorted(source.glob("*.py")), *(source / name for name in MODEL_FILES)]:
+    for path in [*weights, *code, *(source / name for name in MODEL_FILES)]:
         if path.is_file():
             shutil.copy2(path, target / path.name)
     if card:
         _write_card(source, target, repo_id)
+
+
+def remote_code_files(folder: str | Path) -> list[Path]:
+    """The `*.py` files `trust_remote_code=True` loading of `folder` needs: the modules its configs' `auto_map`
+    names (`"modeling_vqvae.VQVAEModel"` -> `modeling_vqvae.py`) and, transitively, their same-folder relative
+    imports (`from .quantizer import ...` -> `quantizer.py`), found by parsing the files, never importing them."""
+    folder = Path(folder)
+    pending = [(f"{module}.py", f"the auto_map of {config}") for module, config in _auto_map_modules(folder)]
+    needed: set[str] = set()
+    while pending:
+        name, needed_by = pending.pop()
+        if name in needed:
+            continue
+        if not (folder / name).is_file():
+            raise ValueError(f"{needed_by} needs {name}, which is missing from {folder}: the published model's code "
+                             "would not load; re-save the model with save_pretrained")  # fmt: skip
+        needed.add(name)
+        pending += [(f"{module}.py", name) for module in _same_folder_imports(folder / name)]
+    return [folder / name for name in sorted(needed)]
+
+
+def _auto_map_modules(folder: Path) -> list[tuple[str, str]]:
+    """(module, config file) for every class reference in the `auto_map` of the folder's configs that lives here
+    (a reference `"other/repo--module.Class"` points at another repo's code and needs no file here)."""
+    modules = []
+    for config_name in AUTO_MAP_FILES:
+        path = folder / config_name
+        auto_map = json.loads(path.read_text()).get("auto_map") if path.is_file() else None
+        if auto_map is None:
+            continue
+        if not isinstance(auto_map, dict):
+            raise ValueError(f"{path}: auto_map must map Auto classes to 'module.Class' references, got {auto_map!r}")
+        for reference in _class_references(auto_map.values()):
+            if "--" in reference:
+                continue
+            module = reference.rpartition(".")[0]
+            if not module.isidentifier():
+                raise ValueError(f"{path}: auto_map reference {reference!r} does not name a module of this folder "
+                                 "(expected 'module.Class'); fix the config before publishing")  # fmt: skip
+            modules.append((module, config_name))
+    return modules
+
+
+def _class_references(values) -> list[str]:
+    """auto_map values are 'module.Class' strings, or lists of them (None where a variant is absent)."""
+    references = []
+    for value in values:
+        references += [item for item in (value if isinstance(value, list) else [value]) if isinstance(item, str)]
+    return references
+
+
+def _same_folder_imports(path: Path) -> list[str]:
+    """Modules `path` imports with a single leading dot: `from .x import y` -> x; `from . import x` -> x when x.py
+    exists beside it (else x is a name, not a module). `from ..x` reaches outside the folder and is not followed."""
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    except SyntaxError as error:
+        raise ValueError(f"{path} is not valid Python ({error.msg}, line {error.lineno}): fix it before "
+                         "publishing") from None
+    modules = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.ImportFrom) or node.level != 1:
+            continue
+        if node.module:
+            modules.append(node.module.split(".")[0])
+        else:
+            modules += [alias.name for alias in node.names if (path.parent / f"{alias.name}.py").is_file()]
+    return modules
 
 
 def _write_card(source: Path, target: Path, repo_id: str) -> None:
@@ -97,11 +177,22 @@ def _parameter_count(config) -> int:
     return sum(parameter.numel() for parameter in model.parameters())
 
 
-def _assemble_pipeline(source: Path, target: Path, repo_id: str) -> None:
+def pipeline_components(source: str | Path) -> list[str]:
+    """The component folders `model_index.json` names; each must be a plain folder name inside `source`."""
+    source = Path(source)
     index = json.loads((source / "model_index.json").read_text())
+    named = [name for name, value in index.items() if not name.startswith("_") and isinstance(value, list)]
+    unsafe = [name for name in named if not COMPONENT_NAME.match(name)]
+    if unsafe:
+        raise ValueError(f"{source / 'model_index.json'} names the component(s) {unsafe}, which are not plain folder "
+                         "names (no '/', '\\', '..', leading dot or absolute path): a component must be a folder "
+                         "directly inside the pipeline folder; fix model_index.json or re-save the pipeline with "
+                         "save_pretrained")  # fmt: skip
+    return [name for name in named if index[name] and index[name][0] is not None]
+
+
+def _assemble_pipeline(source: Path, target: Path, repo_id: str, components: list[str]) -> None:
     shutil.copy2(source / "model_index.json", target / "model_index.json")
-    components = [name for name, value in index.items() if not name.startswith("_") and isinstance(value, list)
-                  and value[0] is not None]  # fmt: skip
     for name in components:
         if not (source / name).is_dir():
             raise ValueError(f"model_index.json names the component {name!r} but {source / name} is missing")
@@ -179,4 +270,5 @@ def upload_repo_folder(folder: str | Path, repo_id: str, *, private: bool = Fals
                              repo_type="model")  # fmt: skip
 
 
-__all__ = ["RepoFile", "assemble_repo_folder", "list_repo_files", "upload_repo_folder", "validate_repo_folder"]
+__all__ = ["RepoFile", "assemble_repo_folder", "list_repo_files", "pipeline_components", "remote_code_files",
+           "upload_repo_folder", "validate_repo_folder"]

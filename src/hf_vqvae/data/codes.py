@@ -1,15 +1,21 @@
 """Datasets of VQ codes: what scripts/extract_codes.py writes and what the priors train on.
 
 A codes dataset is a folder laid out like a Hub dataset repo: `data/<split>-<rank>-of-<n>.parquet` with one column
-per level (`codes_0` = top level, ... each an (H_l, W_l) int16 array) plus `label` when the source had one, a
-dataset card `README.md`, and `codes_info.json`: the model it came from, its codebook size and code shapes, and the
-image size, so that a prior trained on it can check it matches the decoder it is paired with.
+per level (`codes_0` = top level, ... each an (H_l, W_l) array of int16, or int32 when K > 32768 so that no code
+wraps negative) plus `label` when the source had one, a dataset card `README.md`, and `codes_info.json`: the model
+it came from (its name and a fingerprint of its codebooks), its codebook size and code shapes, and the image size,
+so that a prior trained on it can check it matches the decoder it is paired with.
+
+An extraction writes only into a new or empty folder, or, with `overwrite`, into a folder holding nothing but an
+earlier codes dataset, whose shards and `codes_info.json` are deleted first (`check_output_dir`,
+`clear_codes_dataset`): shards of two extractions are never mixed, and no model folder or other file is touched.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,6 +26,8 @@ import torch
 from datasets.distributed import split_dataset_by_node
 
 INFO_FILE = "codes_info.json"
+SHARD_NAME = re.compile(r"^.+-\d{5}-of-\d{5}\.parquet$")  # data/<split>-<rank>-of-<n>.parquet
+MODEL_MARKERS = ("config.json", "model_index.json", "model*.safetensors")  # a model or pipeline folder
 
 
 @dataclass
@@ -34,6 +42,8 @@ class CodesInfo:
     num_channels: int
     num_classes: int = 0
     splits: dict[str, int] = field(default_factory=dict)  # split -> number of examples
+    # sha256 of the model's codebooks per dtype (hf_vqvae.pipelines.codes_source); None in datasets made before
+    codebook_sha256: dict[str, str] | None = None
 
     @property
     def num_levels(self) -> int:
@@ -50,12 +60,62 @@ class CodesInfo:
         return nats_per_code * codes / (self.image_dims() * math.log(2))
 
 
+def code_dtype(num_embeddings: int) -> str:
+    """The smallest stored integer type holding every code 0 .. K-1: int16 up to K = 32768, else int32."""
+    return "int16" if num_embeddings - 1 <= np.iinfo(np.int16).max else "int32"
+
+
 def features_for(info: CodesInfo, with_label: bool) -> datasets.Features:
-    columns = {f"codes_{level}": datasets.Array2D(shape=tuple(shape), dtype="int16")
+    dtype = code_dtype(info.num_embeddings)
+    columns = {f"codes_{level}": datasets.Array2D(shape=tuple(shape), dtype=dtype)
                for level, shape in enumerate(info.code_shapes)}  # fmt: skip
     if with_label:
         columns["label"] = datasets.Value("int64")
     return datasets.Features(columns)
+
+
+def check_output_dir(folder: str | Path, overwrite: bool) -> None:
+    """Refuse a folder an extraction would damage or mix into: a model or pipeline folder always (its README.md card
+    would be overwritten); a non-empty folder unless `overwrite` and it holds only an earlier codes dataset."""
+    folder = Path(folder)
+    if not folder.exists():
+        return
+    if not folder.is_dir():
+        raise ValueError(f"--output_dir {folder} is a file: pass a new or empty folder for the codes dataset")
+    model_files = sorted(path.name for pattern in MODEL_MARKERS for path in folder.glob(pattern))
+    if model_files:
+        raise ValueError(f"--output_dir {folder} holds a model ({', '.join(model_files)}): writing a codes dataset "
+                         "there would overwrite its README.md card; choose a new folder for the codes")  # fmt: skip
+    files = sorted(path.relative_to(folder).as_posix() for path in folder.rglob("*") if not path.is_dir())
+    if files and not overwrite:
+        raise ValueError(f"--output_dir {folder} is not empty ({len(files)} file(s): {', '.join(files[:4])}"
+                         f"{', ...' if len(files) > 4 else ''}); new shards would be mixed with those already there. "
+                         "Choose a new folder, or pass --overwrite to replace the codes dataset in it")  # fmt: skip
+    foreign = [name for name in files if not _written_by_extraction(folder, name)]
+    if foreign:
+        raise ValueError(f"--overwrite replaces only a codes dataset, but {folder} also holds "
+                         f"{', '.join(foreign[:4])}{', ...' if len(foreign) > 4 else ''}: choose a new --output_dir "
+                         "(nothing was deleted)")  # fmt: skip
+
+
+def _written_by_extraction(folder: Path, name: str) -> bool:
+    """Whether `name` (relative to `folder`) is a file scripts/extract_codes.py writes."""
+    if name == INFO_FILE:
+        return True
+    if name == "README.md":  # the card is written after codes_info.json, so without it the card is not ours
+        return (folder / INFO_FILE).is_file()
+    parent, _, base = name.rpartition("/")
+    return parent == "data" and SHARD_NAME.match(base) is not None
+
+
+def clear_codes_dataset(folder: str | Path) -> list[Path]:
+    """Delete an earlier extraction's shards and `codes_info.json` from `folder` (README.md is rewritten later)."""
+    folder = Path(folder)
+    stale = [path for path in sorted((folder / "data").glob("*.parquet")) if SHARD_NAME.match(path.name)]
+    stale += [folder / INFO_FILE] if (folder / INFO_FILE).is_file() else []
+    for path in stale:
+        path.unlink()
+    return stale
 
 
 def write_shard(folder: Path, split: str, rank: int, world_size: int, rows: dict, info: CodesInfo) -> Path:
@@ -78,7 +138,8 @@ def write_card(folder: Path, info: CodesInfo, source: str) -> None:
         f"# VQ codes of `{source}`\n\nMade by `scripts/extract_codes.py` with the `{info.model_type}` model "
         f"`{info.model}` (K = {info.num_embeddings}; code maps {shapes}, top level first) from "
         f"{info.image_size[0]}x{info.image_size[1]}x{info.num_channels} images. Columns: `codes_<level>` "
-        f"(int16 arrays){', `label`' if info.num_classes else ''}. Examples per split: {info.splits}.\n"
+        f"({code_dtype(info.num_embeddings)} arrays){', `label`' if info.num_classes else ''}. "
+        f"Examples per split: {info.splits}.\n"
     )
     (folder / "README.md").write_text(card)
 

@@ -88,6 +88,7 @@ def load_image_splits(args: DataArguments, seed: int = 0) -> ImageSplits:
     train, evaluation = (_limit(split, limit) for split, limit in ((train, args.max_train_samples), (evaluation, args.max_eval_samples)))
     train, evaluation = (split.cast_column(image_column, datasets.Image(decode=False)) for split in (train, evaluation))
     _check_not_empty(train, source, "train")
+    train, evaluation = (_without_empty_labels(split) for split in (train, evaluation))
     return ImageSplits(train=train, eval=evaluation, image_column=image_column, source=source)
 
 
@@ -162,6 +163,15 @@ def _check_not_empty(train, source: str, name: str) -> None:
         raise ValueError(f"the {name} split of {source} is empty; check --dataset_name/--train_data_dir and the split")
     if isinstance(train, IterableDataset) and next(iter(train.take(1)), None) is None:
         raise ValueError(f"the {name} split of {source} is empty; check --dataset_name/--train_data_dir and the split")
+
+
+def _without_empty_labels(split):
+    """An `imagefolder` whose only subfolders are its splits (data/train/*.png) gets a `label` column of None values
+    (datasets reads the split folders as class names): drop it rather than pass None labels on."""
+    if "label" not in (split.features or {}):
+        return split
+    first = next(iter(split.select_columns(["label"]).take(1)), {})
+    return split.remove_columns(["label"]) if first.get("label", 0) is None else split
 
 
 def _sklearn_digits_splits(args: DataArguments, seed: int) -> ImageSplits:

@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from diffusers import DiffusionPipeline
 from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 
+from .codes_source import check_codes_source
+
 MAX_LEVELS = 3
 
 
@@ -27,6 +29,10 @@ class VQVAE2Pipeline(DiffusionPipeline):
         vqvae ([`VQVAEModel`] or [`VQVAE2Model`]): the decoder (and encoder, for inpainting and reconstruction).
         prior_level_0: the prior of the top level ([`PixelCNNPriorModel`] or [`TransformerPriorModel`]).
         prior_level_1, prior_level_2 (*optional*): the priors of the lower levels, each conditioned on the level above.
+
+    A prior trained by `scripts/train.py` on codes from `scripts/extract_codes.py` records which VQ model made them
+    (`config.codes_source`); a prior of another VQ model is refused even when its codebook size and code shape fit
+    (see `hf_vqvae.pipelines.codes_source`).
 
     Example:
 
@@ -43,6 +49,7 @@ class VQVAE2Pipeline(DiffusionPipeline):
         super().__init__()
         priors = [prior for prior in (prior_level_0, prior_level_1, prior_level_2) if prior is not None]
         check_priors_match(vqvae, priors, given=[p is not None for p in (prior_level_0, prior_level_1, prior_level_2)])
+        check_codes_source(vqvae, priors)
         self.register_modules(vqvae=vqvae, prior_level_0=prior_level_0, prior_level_1=prior_level_1,
                               prior_level_2=prior_level_2)  # fmt: skip
 

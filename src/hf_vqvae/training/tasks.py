@@ -89,6 +89,16 @@ class PriorTask:
             raise ValueError(f"the prior is class-conditional but {codes_dataset} has no labels; set --num_classes 0")
         self.eval_split = "test" if "test" in self.dataset else "train"
         self.source = str(codes_dataset)
+        self._record_codes_source(config)
+
+    def _record_codes_source(self, config) -> None:
+        """Write into the prior's config which VQ model made its codes (name and codebook fingerprint, from
+        codes_info.json), replacing any a base prior carried; VQVAE2Pipeline refuses a decoder it does not match."""
+        config.codes_source = {"model": self.info.model, "codebook_sha256": self.info.codebook_sha256}
+        if self.info.codebook_sha256 is None:
+            logger.warning("%s records no codebook fingerprint (it predates that field), so pipelines cannot check "
+                           "that this prior meets the VQ model its codes came from; re-extract the codes with "
+                           "scripts/extract_codes.py to record it", self.folder)  # fmt: skip
 
     @property
     def train_dataset(self):
