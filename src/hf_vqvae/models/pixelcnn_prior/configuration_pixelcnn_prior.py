@@ -18,11 +18,17 @@ from typing import Any
 
 from transformers import PreTrainedConfig
 
+# The largest code map side `code_shape` accepts: a code map is never larger than its image, whose sides the VQ-VAE
+# configs bound by 8192 (their MAX_IMAGE_SIDE).
+MAX_CODE_SIDE = 8192
+
 
 # Duplicated from models/vqvae/configuration_vqvae.py: this folder must import nothing outside itself (see above).
-def _check_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+def _check_int(name: str, value: Any, minimum: int, maximum: int | None = None) -> None:
+    too_big = maximum is not None and isinstance(value, int) and value > maximum
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum or too_big:
+        bounds = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+        raise ValueError(f"{name} must be an integer {bounds}, got {value!r}")
 
 
 def _check_odd_kernel(name: str, value: Any) -> None:
@@ -82,8 +88,12 @@ class PixelCNNPriorConfig(_PresetMixin, PreTrainedConfig):
         num_heads (`int`, defaults to 8): attention heads; must divide `hidden_channels` when attention is used.
         dropout (`float`, defaults to 0.0): residual dropout of the gated layers and attention blocks (VQ-VAE-2:
             0.1).
-        code_shape (`[height, width]`, *optional*): the code map size this prior was trained on; the default size of
-            `sample` and a check for pipelines. The model itself accepts any size.
+        code_shape (`[height, width]`, *optional*): the code map size this prior was trained on (each side 1 to
+            `MAX_CODE_SIDE` = 8192); the default size of `sample` and a check for pipelines. The model itself accepts
+            any size.
+        codes_source (`dict`, *optional*): which VQ model made the codes this prior was trained on, written by
+            `scripts/train.py` from the codes dataset's `codes_info.json`: `{"model": name, "codebook_sha256":
+            {dtype: digest}}`. `VQVAE2Pipeline` refuses a VQ model whose codebooks do not match it.
 
     Example:
 
@@ -114,6 +124,7 @@ class PixelCNNPriorConfig(_PresetMixin, PreTrainedConfig):
     num_heads: int = 8
     dropout: float = 0.0
     code_shape: list[int] | None = None
+    codes_source: dict | None = None
 
     PRESETS = {
         # VQ-VAE-2 Table 3 (appendix), top prior over the 32x32 ImageNet-256 codes: 20 layers, 512 hidden units,
@@ -148,6 +159,8 @@ class PixelCNNPriorConfig(_PresetMixin, PreTrainedConfig):
         super().__post_init__(**kwargs)
 
     def _validate(self) -> None:
+        if self.codes_source is not None and not isinstance(self.codes_source, dict):
+            raise ValueError(f"codes_source must be a dict (written by prior training) or None, got {self.codes_source!r}")
         _check_int("num_embeddings", self.num_embeddings, 1)
         _check_int("hidden_channels", self.hidden_channels, 1)
         _check_int("num_layers", self.num_layers, 0)
@@ -177,10 +190,10 @@ class PixelCNNPriorConfig(_PresetMixin, PreTrainedConfig):
             raise ValueError(f"dropout must be a number in [0, 1), got {dropout!r}; VQ-VAE-2 uses 0.1")
         if self.code_shape is not None:
             shape = self.code_shape
-            if isinstance(shape, (int, str)) or len(shape) != 2:
+            if not isinstance(shape, list) or len(shape) != 2:
                 raise ValueError(f"code_shape must be [height, width] or None, got {shape!r}")
-            _check_int("code_shape height", shape[0], 1)
-            _check_int("code_shape width", shape[1], 1)
+            _check_int("code_shape height", shape[0], 1, MAX_CODE_SIDE)
+            _check_int("code_shape width", shape[1], 1, MAX_CODE_SIDE)
             factor = self.condition_upsample_factor
             if self.condition_num_embeddings > 0 and (shape[0] % factor or shape[1] % factor):
                 raise ValueError(

@@ -25,7 +25,7 @@ level's codes is plain prefix conditioning: the upper map is part of the context
 This folder is self-contained on purpose: a saved model folder is loaded with `trust_remote_code=True` by people
 without hf_vqvae installed, and transformers copies only the modules this folder imports with a single dot. So the
 small helpers below (`_check_int`, `_is_number`, `_PresetMixin`, `from_pretrained`) are deliberate duplicates of
-those in `models/vqvae/configuration_vqvae.py` and `models/vae/configuration_vae.py`; keep them in step. This file
+those in `models/vqvae/configuration_vqvae.py`; keep them in step (tests/test_duplicated_helpers.py checks). This file
 imports no torch.
 """
 
@@ -37,17 +37,24 @@ from typing import Any
 
 from transformers import PreTrainedConfig
 
+# The most code (and, separately, condition) positions a prior accepts: a 1024x1024 code map. Every position is a
+# token of each sequence and a row of GPT-2's position table, so a typo (code_shape=[4096, 4096]) fails here, naming
+# the field, instead of in an allocation of gigabytes.
+MAX_POSITIONS = 2**20
+
 # Activations of GPT-2's MLP that this config accepts (all are keys of transformers.activations.ACT2FN).
 ACTIVATIONS = ("gelu_new", "gelu", "gelu_fast", "gelu_pytorch_tanh", "quick_gelu", "relu", "silu", "swish", "tanh")
 
 
 # Duplicated from models/vqvae/configuration_vqvae.py: this folder must import nothing outside itself (see above).
-def _check_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+def _check_int(name: str, value: Any, minimum: int, maximum: int | None = None) -> None:
+    too_big = maximum is not None and isinstance(value, int) and value > maximum
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum or too_big:
+        bounds = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+        raise ValueError(f"{name} must be an integer {bounds}, got {value!r}")
 
 
-# Duplicated from models/vae/configuration_vae.py (self-contained folder, see the module docstring).
+# Duplicated from models/vqvae/configuration_vqvae.py (self-contained folder, see the module docstring).
 def _is_number(value: Any) -> bool:
     return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
 
@@ -90,7 +97,8 @@ class TransformerPriorConfig(_PresetMixin, PreTrainedConfig):
         code_shape (`[height, width]`, *optional*, defaults to `[32, 32]`): the code map `sample` draws by default.
             None requires `max_code_positions` and a `shape` for every `sample` call.
         max_code_positions (`int`, *optional*): the largest code map (height * width) the model takes; defaults to
-            `height * width` of `code_shape`. It sets GPT-2's position table with the prefix (`n_positions`).
+            `height * width` of `code_shape`. It sets GPT-2's position table with the prefix (`n_positions`). At most
+            `MAX_POSITIONS` = 2**20 (a 1024x1024 map), as is `height * width` of `code_shape`.
         num_classes (`int`, defaults to 0): class labels the prior is conditioned on (one class token first in the
             sequence); 0 for an unconditional prior.
         condition_num_embeddings (`int`, defaults to 0): codebook size of the upper level whose codes condition this
@@ -98,7 +106,7 @@ class TransformerPriorConfig(_PresetMixin, PreTrainedConfig):
         condition_shape (`[height, width]`, *optional*): the upper level's code map; required when
             `condition_num_embeddings > 0`, and only then allowed.
         max_condition_positions (`int`, *optional*): the largest upper-level map (height * width) the model takes;
-            defaults to `height * width` of `condition_shape`.
+            defaults to `height * width` of `condition_shape`. At most `MAX_POSITIONS` = 2**20, as is that product.
         n_embd (`int`, defaults to 512): transformer width.
         n_layer (`int`, defaults to 12): transformer blocks.
         n_head (`int`, defaults to 8): attention heads; must divide `n_embd`.
@@ -107,6 +115,9 @@ class TransformerPriorConfig(_PresetMixin, PreTrainedConfig):
         resid_pdrop, embd_pdrop, attn_pdrop (`float`, default to 0.1): GPT-2's dropout probabilities.
         layer_norm_epsilon (`float`, defaults to 1e-5): epsilon of the layer norms.
         initializer_range (`float`, defaults to 0.02): standard deviation of GPT-2's normal initialisation.
+        codes_source (`dict`, *optional*): which VQ model made the codes this prior was trained on, written by
+            `scripts/train.py` from the codes dataset's `codes_info.json`: `{"model": name, "codebook_sha256":
+            {dtype: digest}}`. `VQVAE2Pipeline` refuses a VQ model whose codebooks do not match it.
 
     The output head is not tied to the input embeddings (GPT-2 ties them): the class, condition and BOS tokens are
     never predicted, and every weight then lives under its own name in `model.safetensors`.
@@ -127,6 +138,7 @@ class TransformerPriorConfig(_PresetMixin, PreTrainedConfig):
 
     num_embeddings: int = 512
     code_shape: list[int] | None = (32, 32)
+    codes_source: dict | None = None
     max_code_positions: int | None = None
     num_classes: int = 0
     condition_num_embeddings: int = 0
@@ -162,10 +174,13 @@ class TransformerPriorConfig(_PresetMixin, PreTrainedConfig):
 
     def __post_init__(self, **kwargs):
         self._validate_tokens()
+        self._validate_positions()
         self._validate_transformer()
         super().__post_init__(**kwargs)
 
     def _validate_tokens(self) -> None:
+        if self.codes_source is not None and not isinstance(self.codes_source, dict):
+            raise ValueError(f"codes_source must be a dict (written by prior training) or None, got {self.codes_source!r}")
         _check_int("num_embeddings", self.num_embeddings, 1)
         _check_int("num_classes", self.num_classes, 0)
         _check_int("condition_num_embeddings", self.condition_num_embeddings, 0)
@@ -205,6 +220,17 @@ class TransformerPriorConfig(_PresetMixin, PreTrainedConfig):
                 raise ValueError(
                     f"condition_shape {self.condition_shape} has {height * width} codes, more than "
                     f"max_condition_positions={self.max_condition_positions}; raise it or leave it None"
+                )
+
+    def _validate_positions(self) -> None:
+        for kind, positions in (("code", self.code_positions), ("condition", self.condition_positions)):
+            if positions > MAX_POSITIONS:
+                maximum = getattr(self, f"max_{kind}_positions")
+                field = f"{kind}_shape {getattr(self, kind + '_shape')}" if maximum is None else f"max_{kind}_positions"
+                raise ValueError(
+                    f"{field} gives {positions} positions, more than the {MAX_POSITIONS} (a 1024x1024 map) a transformer "
+                    f"prior accepts: each is a token of every sequence and a row of GPT-2's position table; model a "
+                    f"smaller code map"
                 )
 
     def _validate_transformer(self) -> None:

@@ -2,8 +2,9 @@
 
 This folder is self-contained on purpose: a saved model folder is loaded with `trust_remote_code=True` by people
 without hf_vqvae installed, and transformers copies only the modules this folder imports with a single dot. So the
-small helpers below (`_check_int`, `_image_hw`, `_PresetMixin`) are deliberate duplicates of those in
-`models/vqvae/configuration_vqvae.py`; keep the two in step. This file imports no torch.
+small helpers below (`_check_int`, `_is_number`, `_image_hw`, `_check_image_size`, `_PresetMixin`) are deliberate
+duplicates of those in `models/vqvae/configuration_vqvae.py`; keep the two in step (tests/test_duplicated_helpers.py
+checks them). This file imports no torch.
 """
 
 from __future__ import annotations
@@ -20,9 +21,17 @@ DECODER_DISTRIBUTIONS = ("bernoulli", "gaussian")
 
 
 # Duplicated from models/vqvae/configuration_vqvae.py: this folder must import nothing outside itself (see above).
-def _check_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+# The largest image side (pixels) a config accepts: far above every preset (1024) and every training resolution, small
+# enough that a typo (image_size=2**22) fails here, naming the field, instead of in an allocation of terabytes.
+MAX_IMAGE_SIDE = 8192
+
+
+# Duplicated from models/vqvae/configuration_vqvae.py (self-contained folder, see the module docstring).
+def _check_int(name: str, value: Any, minimum: int, maximum: int | None = None) -> None:
+    too_big = maximum is not None and isinstance(value, int) and value > maximum
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum or too_big:
+        bounds = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+        raise ValueError(f"{name} must be an integer {bounds}, got {value!r}")
 
 
 # Duplicated from models/vqvae/configuration_vqvae.py (self-contained folder, see the module docstring).
@@ -32,11 +41,25 @@ def _image_hw(image_size: int | list[int] | tuple[int, int]) -> tuple[int, int]:
     return int(image_size[0]), int(image_size[1])
 
 
+# Duplicated from models/vqvae/configuration_vqvae.py (self-contained folder, see the module docstring).
+def _check_image_size(value: Any) -> int | list[int]:
+    """`image_size` as stored: an integer, or [height, width] as a list; each side in [1, MAX_IMAGE_SIDE]."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != 2:
+            raise ValueError(f"image_size must be an integer or [height, width], got {value!r}")
+        _check_int("image_size height", value[0], 1, MAX_IMAGE_SIDE)
+        _check_int("image_size width", value[1], 1, MAX_IMAGE_SIDE)
+        return list(value)
+    _check_int("image_size (an integer or [height, width])", value, 1, MAX_IMAGE_SIDE)
+    return value
+
+
 def _check_choice(name: str, value: Any, options: tuple[str, ...]) -> None:
     if value not in options:
         raise ValueError(f"unknown {name} {value!r}; choose one of: {', '.join(options)}")
 
 
+# Duplicated from models/vqvae/configuration_vqvae.py (self-contained folder, see the module docstring).
 def _is_number(value: Any) -> bool:
     return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
 
@@ -70,8 +93,9 @@ class VAEConfig(_PresetMixin, PreTrainedConfig):
             one in the decoder, appendix C), or `"conv"`: 4x4 stride-2 convolutions then a linear layer to the
             latent mean and log-variance, mirrored by transposed convolutions in the decoder.
         num_channels (`int`, defaults to 1): image channels (1 grayscale, 3 RGB).
-        image_size (`int` or `[height, width]`, defaults to 28): the image resolution; the model takes only this
-            size (its linear layers read whole images). Frey faces are `[28, 20]`.
+        image_size (`int` or `[height, width]`, defaults to 28): the image resolution, each side 1 to
+            `MAX_IMAGE_SIDE` = 8192; the model takes only this size (its linear layers read whole images). Frey faces
+            are `[28, 20]`.
         hidden_size (`int`, defaults to 500): hidden units of the MLP encoder and decoder (the paper: 500 for MNIST,
             200 for Frey faces). Unused by `"conv"`.
         hidden_activation (`str`, defaults to `"tanh"`): `"tanh"` (the paper) or `"relu"`.
@@ -141,8 +165,7 @@ class VAEConfig(_PresetMixin, PreTrainedConfig):
     }  # fmt: skip
 
     def __post_init__(self, **kwargs):
-        if isinstance(self.image_size, tuple):
-            self.image_size = list(self.image_size)
+        self.image_size = _check_image_size(self.image_size)
         if isinstance(self.conv_channels, tuple):
             self.conv_channels = list(self.conv_channels)
         self._validate_networks()
@@ -156,8 +179,7 @@ class VAEConfig(_PresetMixin, PreTrainedConfig):
         _check_int("hidden_size", self.hidden_size, 1)
         _check_int("latent_dim", self.latent_dim, 1)
         _check_int("num_latent_samples", self.num_latent_samples, 1)
-        self._validate_image_size()
-        if isinstance(self.conv_channels, (int, str)) or not self.conv_channels:
+        if not isinstance(self.conv_channels, list) or not self.conv_channels:
             raise ValueError(f"conv_channels must be a non-empty list of channel counts, got {self.conv_channels!r}")
         for channels in self.conv_channels:
             _check_int("every entry of conv_channels", channels, 1)
@@ -170,16 +192,6 @@ class VAEConfig(_PresetMixin, PreTrainedConfig):
                     f"(one stride-2 convolution per entry of {self.conv_channels}); use fewer conv_channels, "
                     f"an image size that is a multiple of {factor}, or architecture='mlp'"
                 )
-
-    def _validate_image_size(self) -> None:
-        size = self.image_size
-        if isinstance(size, list):
-            if len(size) != 2:
-                raise ValueError(f"image_size must be an integer or [height, width], got {size!r}")
-            _check_int("image_size height", size[0], 1)
-            _check_int("image_size width", size[1], 1)
-        else:
-            _check_int("image_size", size, 1)
 
     def _validate_distributions(self) -> None:
         _check_choice("decoder_distribution", self.decoder_distribution, DECODER_DISTRIBUTIONS)

@@ -180,24 +180,30 @@ class VAEPreTrainedModel(PreTrainedModel):
     # Duplicated from models/vqvae/modeling_vqvae.py: this folder must import nothing outside itself, so that a
     # saved model loads with trust_remote_code=True where hf_vqvae is not installed.
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
-        """As `PreTrainedModel.from_pretrained`, safetensors only, with clear errors for broken folders."""
-        kwargs.setdefault("use_safetensors", True)
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, allow_partial_load: bool = False, **kwargs):
+        """As `PreTrainedModel.from_pretrained`, safetensors only, strict, with clear errors for broken folders.
+
+        A weight of the model missing from the checkpoint, a weight of the checkpoint that the model does not have,
+        or one of another shape raises a `ValueError` naming them, instead of a model with randomly initialised
+        layers. `allow_partial_load=True` loads the weights that match and initialises the rest (to fine-tune from
+        part of a model); `ignore_mismatched_sizes=True` allows only the shape differences. With
+        `output_loading_info=True` it returns `(model, loading_info)` as transformers does.
+        """
         path = os.fspath(pretrained_model_name_or_path)
-        if os.path.isdir(path) and not os.path.isfile(os.path.join(path, "model.safetensors")):
-            raise ValueError(
-                f"{path} has no model.safetensors; this library loads weights only from safetensors. "
-                f"Save the model with save_pretrained, or convert pickled weights with a trusted tool first"
-            )
+        _require_safetensors(path)
+        return_info = kwargs.pop("output_loading_info", False)
+        ignore_mismatched = kwargs.pop("ignore_mismatched_sizes", False)
+        kwargs.setdefault("use_safetensors", True)
         try:
-            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+            model, info = super().from_pretrained(
+                pretrained_model_name_or_path, *args, output_loading_info=True, ignore_mismatched_sizes=True, **kwargs
+            )
         except Exception as error:
-            if "safetensor" in type(error).__name__.lower() or "deserializ" in str(error).lower():
-                raise ValueError(
-                    f"could not read the weights in {path}: the safetensors file is truncated or corrupt ({error}); "
-                    f"save or download it again"
-                ) from error
+            _raise_if_unreadable(path, error)
             raise
+        if not allow_partial_load:
+            _require_complete_load(path, type(model).__name__, info, ignore_mismatched)
+        return (model, info) if return_info else model
 
 
 class VAEModel(VAEPreTrainedModel):
@@ -399,6 +405,44 @@ def _kl_to_standard_normal(mean: torch.Tensor, log_variance: torch.Tensor) -> to
     mean, log_variance = mean.float(), log_variance.float()
     # −KL = ½ Σ_j (1 + log σ_j² − μ_j² − σ_j²)  (eq. 10, appendix B)
     return -0.5 * (1 + log_variance - mean**2 - log_variance.exp()).sum(dim=-1)
+
+
+# Duplicated from models/vqvae/modeling_vqvae.py with `from_pretrained` (self-contained folder, see above).
+def _require_safetensors(path: str) -> None:
+    if os.path.isdir(path) and not os.path.isfile(os.path.join(path, "model.safetensors")):
+        raise ValueError(
+            f"{path} has no model.safetensors; this library loads weights only from safetensors. "
+            f"Save the model with save_pretrained, or convert pickled weights with a trusted tool first"
+        )
+
+
+def _raise_if_unreadable(path: str, error: Exception) -> None:
+    """A clear `ValueError` for a truncated or corrupt safetensors file; any other error is left to the caller."""
+    if "safetensor" in type(error).__name__.lower() or "deserializ" in str(error).lower():
+        raise ValueError(
+            f"could not read the weights in {path}: the safetensors file is truncated or corrupt ({error}); "
+            f"save or download it again"
+        ) from error
+
+
+def _require_complete_load(path: str, model_name: str, info: dict, ignore_mismatched: bool) -> None:
+    """Raise a `ValueError` naming the weights a load would leave randomly initialised or would drop."""
+    mismatched = [f"{key} (shape {list(saved)} in the file, {list(wanted)} in the model)" for key, saved, wanted in
+                  info["mismatched_keys"]]  # fmt: skip
+    problems = [
+        (sorted(info["missing_keys"]), "weight(s) of the model missing from the checkpoint"),
+        (sorted(info["unexpected_keys"]), "weight(s) in the checkpoint that the model does not have"),
+        ([] if ignore_mismatched else sorted(mismatched), "weight(s) of another shape"),
+    ]
+    found = [f"{len(keys)} {what} ({', '.join(keys[:4])}{', ...' if len(keys) > 4 else ''})" for keys, what in
+             problems if keys]  # fmt: skip
+    if found:
+        raise ValueError(
+            f"{path} does not hold the weights of this {model_name}: {'; '.join(found)}. Loaded as is, the model would "
+            f"have randomly initialised layers or drop saved weights. Check that its config.json and model.safetensors "
+            f"come from the same saved model (save it again with save_pretrained), or pass allow_partial_load=True to "
+            f"load only the matching weights (e.g. to fine-tune from part of a model)"
+        )
 
 
 __all__ = ["VAEModel", "VAEPreTrainedModel", "VAEEncoderOutput", "VAEDecoderOutput", "VAEModelOutput"]

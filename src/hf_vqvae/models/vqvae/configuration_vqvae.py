@@ -8,14 +8,39 @@ This file imports no torch.
 from __future__ import annotations
 
 import copy
+import math
 from typing import Any
 
 from transformers import PreTrainedConfig
 
 
-def _check_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+# The largest image side (pixels) a config accepts: far above every preset (1024) and every training resolution, small
+# enough that a typo (image_size=2**22) fails here, naming the field, instead of in an allocation of terabytes.
+MAX_IMAGE_SIDE = 8192
+MAX_DOWNSAMPLES = 13  # log2(MAX_IMAGE_SIDE): more stride-2 stages fit no accepted image size
+
+
+def _check_int(name: str, value: Any, minimum: int, maximum: int | None = None) -> None:
+    too_big = maximum is not None and isinstance(value, int) and value > maximum
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum or too_big:
+        bounds = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+        raise ValueError(f"{name} must be an integer {bounds}, got {value!r}")
+
+
+def _is_number(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _check_image_size(value: Any) -> int | list[int]:
+    """`image_size` as stored: an integer, or [height, width] as a list; each side in [1, MAX_IMAGE_SIDE]."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != 2:
+            raise ValueError(f"image_size must be an integer or [height, width], got {value!r}")
+        _check_int("image_size height", value[0], 1, MAX_IMAGE_SIDE)
+        _check_int("image_size width", value[1], 1, MAX_IMAGE_SIDE)
+        return list(value)
+    _check_int("image_size (an integer or [height, width])", value, 1, MAX_IMAGE_SIDE)
+    return value
 
 
 def _image_hw(image_size: int | list[int] | tuple[int, int]) -> tuple[int, int]:
@@ -79,36 +104,18 @@ class _VQConfigBase(_PresetMixin, PreTrainedConfig):
     codebook_dim: int | None = None
 
     def __post_init__(self, **kwargs):
-        if isinstance(self.image_size, tuple):
-            self.image_size = list(self.image_size)
-        self._validate_common()
+        self.image_size = _check_image_size(self.image_size)
+        self._validate_networks()
+        self._validate_codebook()
         super().__post_init__(**kwargs)
 
-    def _validate_common(self) -> None:
+    def _validate_networks(self) -> None:
         if self.architecture not in ARCHITECTURES:
             raise ValueError(f"architecture must be one of {', '.join(ARCHITECTURES)}, got {self.architecture!r}")
         _check_int("num_channels", self.num_channels, 1)
         _check_int("hidden_channels", self.hidden_channels, 2)
         _check_int("residual_channels", self.residual_channels, 1)
         _check_int("num_residual_blocks", self.num_residual_blocks, 0)
-        _check_int("num_embeddings", self.num_embeddings, 1)
-        _check_int("embedding_dim", self.embedding_dim, 1)
-        _check_int("kmeans_iters", self.kmeans_iters, 1)
-        if isinstance(self.beta, bool) or not isinstance(self.beta, (int, float)) or self.beta < 0:
-            raise ValueError(f"beta (commitment weight) must be a number >= 0, got {self.beta!r}; the paper uses 0.25")
-        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
-            raise ValueError(
-                f"ema_decay must lie strictly between 0 and 1, or be None for the codebook loss; got {self.ema_decay!r}"
-            )
-        if not self.ema_epsilon > 0:
-            raise ValueError(f"ema_epsilon must be > 0, got {self.ema_epsilon!r}")
-        if self.dead_code_threshold is not None:
-            _check_int("dead_code_threshold", self.dead_code_threshold, 1)
-        if self.codebook_dim is not None:
-            _check_int("codebook_dim", self.codebook_dim, 1)
-        for name in ("kmeans_init", "ema_bias_correction", "rotation_trick", "use_cosine_sim"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
         height, width = _image_hw(self.image_size)
         factor = 2 ** self.total_downsamples
         if height % factor or width % factor:
@@ -116,6 +123,29 @@ class _VQConfigBase(_PresetMixin, PreTrainedConfig):
                 f"image_size {self.image_size} is not divisible by the total downsampling factor {factor}; "
                 f"use a multiple of {factor} or fewer downsampling stages"
             )
+
+    def _validate_codebook(self) -> None:
+        _check_int("num_embeddings", self.num_embeddings, 1)
+        _check_int("embedding_dim", self.embedding_dim, 1)
+        _check_int("kmeans_iters", self.kmeans_iters, 1)
+        if not (_is_number(self.beta) and self.beta >= 0):
+            raise ValueError(
+                f"beta (commitment weight) must be a finite number >= 0, got {self.beta!r}; the paper uses 0.25"
+            )
+        if self.ema_decay is not None and not (_is_number(self.ema_decay) and 0.0 < self.ema_decay < 1.0):
+            raise ValueError(
+                f"ema_decay must lie strictly between 0 and 1 (a number), or be None for the codebook loss; "
+                f"got {self.ema_decay!r}"
+            )
+        if not (_is_number(self.ema_epsilon) and self.ema_epsilon > 0):
+            raise ValueError(f"ema_epsilon must be a finite number > 0, got {self.ema_epsilon!r}; the default is 1e-5")
+        if self.dead_code_threshold is not None:
+            _check_int("dead_code_threshold", self.dead_code_threshold, 1)
+        if self.codebook_dim is not None:
+            _check_int("codebook_dim", self.codebook_dim, 1)
+        for name in ("kmeans_init", "ema_bias_correction", "rotation_trick", "use_cosine_sim"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
 
     @property
     def level_downsamples(self) -> list[int]:  # overridden by the subclasses
@@ -157,21 +187,23 @@ class VQVAEConfig(_VQConfigBase):
 
     Args:
         num_channels (`int`, defaults to 3): image channels (1 grayscale, 3 RGB).
-        image_size (`int` or `[height, width]`, defaults to 32): the training resolution; the image processor resizes
-            to it. The model itself is fully convolutional and takes any size divisible by `2**num_downsamples`.
+        image_size (`int` or `[height, width]`, defaults to 32): the training resolution (each side 1 to
+            `MAX_IMAGE_SIDE` = 8192, divisible by `2**num_downsamples`); the image processor resizes to it. The model
+            itself is fully convolutional and takes any size divisible by `2**num_downsamples`.
         architecture (`str`, defaults to `"paper"`): `"paper"` (4x4 stride-2 convs, a 3x3 conv and residual blocks,
             §4.1) or `"compact"` (3x3 stride-2 convs only, as in the Keras VQ-VAE example: each code sees only its
             patch, so its codes are easier for a prior to predict; `residual_*` are then unused).
         hidden_channels (`int`, defaults to 128): channels of the encoder and decoder (the paper: 256).
         residual_channels (`int`, defaults to 64): channels inside each residual block.
         num_residual_blocks (`int`, defaults to 2): residual blocks in the encoder and in the decoder.
-        num_downsamples (`int`, defaults to 2): 4x4 stride-2 convolutions in the encoder (transposed in the decoder).
+        num_downsamples (`int`, defaults to 2): 4x4 stride-2 convolutions in the encoder (transposed in the decoder),
+            0 to `MAX_DOWNSAMPLES` = 13.
         num_embeddings (`int`, defaults to 512): codebook size K.
         embedding_dim (`int`, defaults to 64): code vector size D.
-        beta (`float`, defaults to 0.25): commitment weight (paper eq. 3).
-        ema_decay (`float`, *optional*, defaults to 0.99): EMA codebook updates (appendix A.1); None trains the
-            codebook with the codebook loss ‖sg[z_e] - e‖² instead.
-        ema_epsilon (`float`, defaults to 1e-5): Laplace smoothing of the EMA cluster sizes.
+        beta (`float`, defaults to 0.25): commitment weight (paper eq. 3); a finite number >= 0.
+        ema_decay (`float`, *optional*, defaults to 0.99): EMA codebook updates (appendix A.1), a number strictly
+            between 0 and 1; None trains the codebook with the codebook loss ‖sg[z_e] - e‖² instead.
+        ema_epsilon (`float`, defaults to 1e-5): Laplace smoothing of the EMA cluster sizes; a finite number > 0.
         ema_bias_correction (`bool`, defaults to False): zero-debias the EMA statistics.
         kmeans_init (`bool`, defaults to True): k-means initialisation of the codebook on the first training batch
             (the papers: False, a random codebook).
@@ -236,7 +268,7 @@ class VQVAEConfig(_VQConfigBase):
     }  # fmt: skip
 
     def __post_init__(self, **kwargs):
-        _check_int("num_downsamples", self.num_downsamples, 0)
+        _check_int("num_downsamples", self.num_downsamples, 0, MAX_DOWNSAMPLES)
         super().__post_init__(**kwargs)
 
     @property
@@ -250,11 +282,12 @@ class VQVAE2Config(_VQConfigBase):
 
     Args:
         num_channels (`int`, defaults to 3): image channels (1 grayscale, 3 RGB).
-        image_size (`int` or `[height, width]`, defaults to 256): the training resolution; the model takes any size
-            divisible by `2**sum(level_downsamples)`.
-        level_downsamples (`list[int]`, defaults to `[1, 2]`): stride-2 stages of each level's encoder, top level
-            first. The bottom encoder reads the image; every other level reads the output of the level below. The
-            default gives a 64x64 bottom and 32x32 top latent for 256x256 images.
+        image_size (`int` or `[height, width]`, defaults to 256): the training resolution (each side 1 to
+            `MAX_IMAGE_SIDE` = 8192, divisible by `2**sum(level_downsamples)`); the model takes any size divisible by
+            `2**sum(level_downsamples)`.
+        level_downsamples (`list[int]`, defaults to `[1, 2]`): stride-2 stages of each level's encoder (0 to 13),
+            top level first. The bottom encoder reads the image; every other level reads the output of the level
+            below. The default gives a 64x64 bottom and 32x32 top latent for 256x256 images.
         architecture (`str`, defaults to `"paper"`): `"paper"` (4x4 stride-2 convs, 3x3 convs and residual blocks) or
             `"compact"` (3x3 stride-2 convs only: local codes; `residual_*` unused); see [`VQVAEConfig`].
         hidden_channels (`int`, defaults to 128): channels of the encoders and decoders.
@@ -310,11 +343,11 @@ class VQVAE2Config(_VQConfigBase):
 
     def __post_init__(self, **kwargs):
         levels = self.level_downsamples
-        if isinstance(levels, (int, str)) or not levels:
+        if not isinstance(levels, (list, tuple)) or not levels:
             raise ValueError(f"level_downsamples must be a non-empty list (top level first), got {levels!r}")
         self.level_downsamples = list(levels)
         for downsamples in self.level_downsamples:
-            _check_int("every entry of level_downsamples", downsamples, 0)
+            _check_int("every entry of level_downsamples", downsamples, 0, MAX_DOWNSAMPLES)
         super().__post_init__(**kwargs)
 
 

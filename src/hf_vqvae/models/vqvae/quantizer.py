@@ -6,6 +6,7 @@ that it travels with the model folder when a model is saved for `trust_remote_co
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -136,21 +137,30 @@ class VectorQuantizer(nn.Module):
         return self.codebook_dim != self.embedding_dim
 
     @torch.no_grad()
-    def reset_parameters(self) -> None:
-        # Uniform(-1/K, 1/K) as in the reference implementations (Sonnet, taming-transformers).
-        nn.init.uniform_(self.codebook, -1.0 / self.num_embeddings, 1.0 / self.num_embeddings)
-        if self.use_cosine_sim:
-            self.codebook.copy_(F.normalize(self.codebook, dim=1))
+    def reset_parameters(self, keep: frozenset[str] = frozenset()) -> None:
+        """(Re)initialise the codebook, its projections, the EMA statistics and the dead-code counters.
+
+        `keep` names this module's own parameters and buffers to leave as they are (those a checkpoint loaded, when
+        a fine-tune turns dead-code restarts on or a partial load misses some); EMA statistics that are reset then
+        start from the kept codebook.
+        """
+        if "codebook" not in keep:
+            # Uniform(-1/K, 1/K) as in the reference implementations (Sonnet, taming-transformers).
+            nn.init.uniform_(self.codebook, -1.0 / self.num_embeddings, 1.0 / self.num_embeddings)
+            if self.use_cosine_sim:
+                self.codebook.copy_(F.normalize(self.codebook, dim=1))
         if self.is_factorised:
             self.project_in.reset_parameters()
             self.project_out.reset_parameters()
-        if self.use_ema:
+        if "initialized" not in keep:
+            self.initialized.fill_(not self.kmeans_init or "codebook" in keep)
+        if self.use_ema and not {"ema_steps", "ema_cluster_size", "ema_embed_sum"} <= keep:
             self.ema_steps.zero_()
             # Starting the statistics at (N_i = 1, m_i = e_i) keeps unused codes where they are (e_i = m_i / N_i)
             # instead of letting them drift to m_i / eps; with bias correction they start from zero.
             self.ema_cluster_size.fill_(0.0 if self.ema_bias_correction else 1.0)
             self.ema_embed_sum.copy_(self.codebook * self.ema_cluster_size[:, None])
-        if self.dead_code_threshold is not None:
+        if self.dead_code_threshold is not None and "steps_since_used" not in keep:
             self.steps_since_used.zero_()
 
     # ----------------------------------------------------------------------------------------------------------
@@ -458,20 +468,29 @@ def _perplexity(usage: torch.LongTensor) -> torch.FloatTensor:
 def validate_quantizer_args(
     num_embeddings, embedding_dim, beta, ema_decay, ema_epsilon, kmeans_iters, dead_code_threshold, codebook_dim=None
 ) -> None:
-    """Raise a `ValueError` naming the first out-of-range quantizer setting."""
-    if not isinstance(num_embeddings, int) or num_embeddings < 1:
-        raise ValueError(f"num_embeddings (codebook size K) must be an integer >= 1, got {num_embeddings!r}")
-    if not isinstance(embedding_dim, int) or embedding_dim < 1:
-        raise ValueError(f"embedding_dim (code size D) must be an integer >= 1, got {embedding_dim!r}")
-    if not isinstance(beta, (int, float)) or beta < 0:
-        raise ValueError(f"beta (commitment weight) must be a number >= 0, got {beta!r}; the paper uses 0.25")
-    if ema_decay is not None and not 0.0 < ema_decay < 1.0:
-        raise ValueError(f"ema_decay must lie strictly between 0 and 1 (or be None), got {ema_decay!r}; try 0.99")
-    if ema_epsilon <= 0:
-        raise ValueError(f"ema_epsilon must be > 0, got {ema_epsilon!r}")
-    if kmeans_iters < 1:
-        raise ValueError(f"kmeans_iters must be >= 1, got {kmeans_iters!r}")
-    if dead_code_threshold is not None and dead_code_threshold < 1:
-        raise ValueError(f"dead_code_threshold must be >= 1 step (or None), got {dead_code_threshold!r}")
-    if codebook_dim is not None and (isinstance(codebook_dim, bool) or not isinstance(codebook_dim, int) or codebook_dim < 1):
-        raise ValueError(f"codebook_dim (lookup size) must be an integer >= 1 (or None), got {codebook_dim!r}")
+    """Raise a `ValueError` naming the first out-of-range (or wrongly typed, NaN, infinite) quantizer setting."""
+    checks = [
+        (_is_int(num_embeddings, 1), f"num_embeddings (codebook size K) must be an integer >= 1, got {num_embeddings!r}"),
+        (_is_int(embedding_dim, 1), f"embedding_dim (code size D) must be an integer >= 1, got {embedding_dim!r}"),
+        (_is_finite(beta) and beta >= 0,
+         f"beta (commitment weight) must be a finite number >= 0, got {beta!r}; the paper uses 0.25"),
+        (ema_decay is None or (_is_finite(ema_decay) and 0.0 < ema_decay < 1.0),
+         f"ema_decay must lie strictly between 0 and 1 (or be None), got {ema_decay!r}; try 0.99"),
+        (_is_finite(ema_epsilon) and ema_epsilon > 0, f"ema_epsilon must be a finite number > 0, got {ema_epsilon!r}"),
+        (_is_int(kmeans_iters, 1), f"kmeans_iters must be an integer >= 1, got {kmeans_iters!r}"),
+        (dead_code_threshold is None or _is_int(dead_code_threshold, 1),
+         f"dead_code_threshold must be an integer >= 1 step (or None), got {dead_code_threshold!r}"),
+        (codebook_dim is None or _is_int(codebook_dim, 1),
+         f"codebook_dim (lookup size) must be an integer >= 1 (or None), got {codebook_dim!r}"),
+    ]  # fmt: skip
+    for valid, message in checks:
+        if not valid:
+            raise ValueError(message)
+
+
+def _is_int(value, minimum: int) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int) and value >= minimum
+
+
+def _is_finite(value) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
