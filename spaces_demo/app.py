@@ -13,15 +13,21 @@ when the models are local folders.
 from __future__ import annotations
 
 import argparse
+import base64
+import binascii
 import collections
 import colorsys
+import contextlib
+import ctypes
 import functools
+import io
 import math
 import os
 import sys
 import tempfile
 import threading
 import uuid
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,21 +35,29 @@ import gradio as gr
 import numpy as np
 import torch
 import yaml
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 import hf_vqvae  # noqa: F401  (registers the Auto classes)
 from hf_vqvae import VQImageProcessor, VQVAE2Pipeline
-from hf_vqvae.image_processing import resize_and_center_crop
+from hf_vqvae.image_processing import resize_and_center_crop, to_model_mode
 from hf_vqvae.pipelines import ClassifierJudge, rejection_sample
 from transformers import AutoModel
 
 DEFAULT_MODEL = "outputs/vqvae-digits"  # what `make train` writes
-MAX_PIXELS = 40_000_000  # larger uploads are refused rather than decoded
+# Larger uploads are refused from their header, before anything decodes them. The models read 28-256 px images, so
+# more pixels only cost memory: a 12-megapixel phone photo (4032x3024) passes, and the largest allowed image takes
+# 64 MB as RGBA (the issue's 17 KB bomb of 12000x12000 took 576 MB per copy).
+MAX_PIXELS = 4096 * 4096
+READABLE_FORMATS = "a PNG, JPEG or WebP image"
+# PIL warns on opening an image over 89 M pixels; uploads are checked against the far smaller MAX_PIXELS right after.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 DISPLAY_SIZE = 224  # outputs are shown at least this large (nearest-neighbour upscaling)
 MAX_SAMPLES = 16
 REJECTION_CANDIDATES = 4  # samples drawn per image kept by rejection sampling
 CONCURRENCY_LIMIT = 2  # requests of one event computed at once; the rest wait in the queue
+UPLOADS = "uploads"  # the tabs that decode uploads share one CONCURRENCY_LIMIT, which bounds decoding memory
 QUEUE_SIZE = 64
+MAX_PENDING_EDITS = 2 * QUEUE_SIZE  # ImageEditor drafts kept until submitted (see PendingEdits)
 
 
 class DemoError(gr.Error):
@@ -80,9 +94,9 @@ class Demo:
         wanted = "L" if self.model.config.num_channels == 1 else "RGB"
         if wanted == "L" and not _is_gray(image):
             notes.append("converted to grayscale (the model reads one channel)")
-        elif wanted == "RGB" and image.mode == "L":
+        elif wanted == "RGB" and _is_single_channel(image):
             notes.append("converted to RGB (the model reads three channels)")
-        pixels = self.processor(image.convert(wanted), return_tensors="pt")["pixel_values"]
+        pixels = self.processor(to_model_mode(image, wanted), return_tensors="pt")["pixel_values"]
         return pixels.to(self.model.device, self.model.dtype), notes
 
     def to_image(self, pixels: torch.Tensor) -> Image.Image:
@@ -226,7 +240,7 @@ class Demo:
 
 # -------------------------------------------------------------------------------------------------- helpers
 def to_pil(value) -> Image.Image:
-    """An ImageEditor value (dict), a PIL image, an array or a file path -> an RGB/RGBA/L PIL image."""
+    """An ImageEditor value (dict), a PIL image, an array or a file path -> a PIL image (any mode), size-checked."""
     if isinstance(value, dict):
         value = value.get("composite") if value.get("composite") is not None else value.get("background")
     if value is None:
@@ -237,35 +251,57 @@ def to_pil(value) -> Image.Image:
         value = Image.fromarray(value.astype(np.uint8) if value.dtype != np.uint8 else value)
     if not isinstance(value, Image.Image):
         raise DemoError(f"expected an image, got {type(value).__name__}")
-    if value.width * value.height > MAX_PIXELS:
-        raise DemoError(f"the image is too large ({value.width}x{value.height}); use one under {MAX_PIXELS:,} pixels")
-    return flatten(value)
+    _check_size(value.width, value.height, "the image")
+    return value
+
+
+def _check_size(width: int, height: int, name: str) -> None:
+    if width * height > MAX_PIXELS:
+        raise DemoError(f"{name} is too large ({width}x{height}, {width * height:,} pixels): use an image of at most "
+                        f"{MAX_PIXELS:,} pixels (e.g. 4096x4096); the model reads small images anyway")  # fmt: skip
+
+
+@contextlib.contextmanager
+def _image_header(source: str | Path | bytes, name: str):
+    """Open a file or bytes reading only the header; empty, non-image and too large files raise the demo's message."""
+    try:
+        if (len(source) if isinstance(source, bytes) else Path(source).stat().st_size) == 0:
+            raise DemoError(f"{name} is empty (0 bytes): upload {READABLE_FORMATS}")
+        image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+    except Image.DecompressionBombError as error:  # PIL refuses to even open images over 2 * MAX_IMAGE_PIXELS
+        raise DemoError(f"{name} is too large (over {2 * Image.MAX_IMAGE_PIXELS:,} pixels): use an image of at most "
+                        f"{MAX_PIXELS:,} pixels (e.g. 4096x4096); the model reads small images anyway") from error
+    except (UnidentifiedImageError, OSError) as error:
+        raise DemoError(f"that file is not an image we can read ({name}): upload {READABLE_FORMATS}") from error
+    with image:
+        _check_size(image.width, image.height, name)
+        yield image
+
+
+def _undecodable(name: str) -> DemoError:
+    return DemoError(f"{name} could not be decoded (it is truncated or corrupt): upload it again, or export it again "
+                     f"as {READABLE_FORMATS}")  # fmt: skip
 
 
 def _open_image(path) -> Image.Image:
-    try:
-        with Image.open(path) as image:
-            if image.width * image.height > MAX_PIXELS:
-                raise DemoError(f"the image is too large ({image.width}x{image.height}); use a smaller one")
+    """Decode an image file once its header passed the checks, turned upright as its EXIF orientation says."""
+    name = Path(path).name
+    with _image_header(path, name) as image:
+        try:
             image.load()
-            return image.copy()
-    except (UnidentifiedImageError, OSError) as error:
-        raise DemoError(f"that file is not an image we can read ({Path(path).name}): upload a PNG, JPEG or WebP") from error
+            return ImageOps.exif_transpose(image)  # a copy, so the file is closed
+        except (OSError, SyntaxError, ValueError) as error:
+            raise _undecodable(name) from error
 
 
 def _is_gray(image: Image.Image) -> bool:
-    """An RGB image whose three channels are equal (what the editor makes of a grayscale upload)."""
-    array = np.asarray(image.convert("RGB"))
+    """An image whose three channels are equal once flattened (what the editor makes of a grayscale upload)."""
+    array = np.asarray(to_model_mode(image, "RGB"))
     return bool((array[..., 0] == array[..., 1]).all() and (array[..., 1] == array[..., 2]).all())
 
 
-def flatten(image: Image.Image) -> Image.Image:
-    """Transparent pixels (an empty drawing canvas) become black; strokes keep their colour."""
-    if image.mode in ("RGBA", "LA", "P"):
-        image = image.convert("RGBA")
-        background = Image.new("RGBA", image.size, (0, 0, 0, 255))
-        return Image.alpha_composite(background, image).convert("RGB")
-    return image if image.mode in ("RGB", "L") else image.convert("RGB")
+def _is_single_channel(image: Image.Image) -> bool:
+    return image.mode != "P" and image.getbands()[0] in ("1", "L", "I", "F")
 
 
 def painted_mask(editor_value, size: tuple[int, int]) -> torch.Tensor:
@@ -319,6 +355,83 @@ def _processor(model_id: str, config) -> VQImageProcessor:
         return VQImageProcessor.from_model_config(config)
 
 
+# -------------------------------------------------------------------------------------------------- upload guard
+def guard_uploads(component):
+    """Check each uploaded image's header in the component's preprocessing, before Gradio decodes it.
+
+    Gradio decodes uploads in `preprocess`, before the event function runs: the ImageEditor always (it converts each
+    part to its image_mode), gr.Image unless type="filepath" and image_mode=None, and a data: URL always. A size check
+    in the event function came too late: a 17 KB PNG decoded to 576 MB per copy, and the server kept that memory.
+    Files that pass the header check but fail to decode get the demo's message too, not Gradio's generic error.
+    """
+    preprocess = component.preprocess
+
+    @functools.wraps(preprocess)
+    def checked_preprocess(payload):
+        uploads = _uploaded_files(component, payload)
+        for name, source in uploads:
+            with _image_header(source, name):  # raises the demo's message unless the header is fine
+                pass
+        try:
+            return preprocess(payload)
+        except (OSError, SyntaxError) as error:
+            raise _undecodable(" or ".join(sorted({name for name, _ in uploads})) or "the upload") from error
+
+    component.preprocess = checked_preprocess
+    if hasattr(component, "blob_storage"):  # gr.ImageEditor
+        component.blob_storage = PendingEdits(MAX_PENDING_EDITS)
+    return component
+
+
+def _uploaded_files(component, payload) -> list[tuple[str, str | bytes]]:
+    """(name, path or bytes) of each image in a gr.Image or gr.ImageEditor payload."""
+    if payload is None:
+        return []
+    if not hasattr(payload, "layers"):  # gr.Image: an uploaded file or a data: URL
+        parts = [("the image", payload)]
+    else:
+        if payload.id is not None:  # the browser sent the canvas ahead, as bytes (see PendingEdits)
+            if payload.id not in component.blob_storage:
+                raise DemoError(f"this edit is no longer on the server (it keeps the latest {MAX_PENDING_EDITS} "
+                                "edits): change the image again, then press the button")  # fmt: skip
+            payload = component.blob_storage[payload.id]
+        layers = [(f"layer {index}", layer) for index, layer in enumerate(payload.layers, 1)]
+        parts = [("the background", payload.background), *layers, ("the composite", payload.composite)]
+    return [_name_and_source(part, name) for name, part in parts if part is not None]
+
+
+def _name_and_source(part, name: str) -> tuple[str, str | bytes]:
+    if isinstance(part, bytes):
+        return name, part
+    if part.path is not None:
+        return part.orig_name or Path(part.path).name, part.path
+    if not str(part.url or "").startswith("data:"):
+        raise DemoError(f"{name} came without a file (the demo fetches no URLs): upload {READABLE_FORMATS}")
+    try:
+        return name, base64.b64decode(part.url.rsplit(",", 1)[-1])
+    except (binascii.Error, ValueError) as error:
+        raise DemoError(f"{name} is a data URL that is not base64: upload {READABLE_FORMATS}") from error
+
+
+class PendingEdits(collections.OrderedDict):
+    """The ImageEditor's drafts, the newest `limit` of them.
+
+    Each time the canvas changes, the browser sends it ahead (`accept_blobs`: background, layers and composite as PNG
+    bytes) under a new random id, and Gradio keeps each draft until its id is submitted: the drafts of every earlier
+    change, and of edits never submitted, stayed in memory for good.
+    """
+
+    def __init__(self, limit: int):
+        super().__init__()
+        self.limit = limit
+
+    def __setitem__(self, key, value):
+        super().__setitem__(key, value)
+        self.move_to_end(key)
+        while len(self) > self.limit:
+            self.popitem(last=False)
+
+
 # -------------------------------------------------------------------------------------------------- UI
 class OutputFiles:
     """Writes output images to unique PNG files for Gradio to serve.
@@ -370,9 +483,17 @@ def build_app(demo: Demo) -> gr.Blocks:
 
 
 def _editor(label: str, **kwargs) -> gr.ImageEditor:
-    return gr.ImageEditor(label=label, type="pil", sources=("upload", "clipboard"), image_mode="RGBA",
-                          brush=gr.Brush(default_size=12, colors=["#ffffff", "#000000"], color_mode="defaults"),
-                          canvas_size=(280, 280), **kwargs)  # fmt: skip
+    """The editor decodes every part whatever its type, so "pil" (the decoded image) saves the round trip a "filepath"
+    would add (encode to the cache, decode again); guard_uploads checks each part's header before that decoding."""
+    editor = gr.ImageEditor(label=label, type="pil", sources=("upload", "clipboard"), image_mode="RGBA",
+                            brush=gr.Brush(default_size=12, colors=["#ffffff", "#000000"], color_mode="defaults"),
+                            canvas_size=(280, 280), **kwargs)  # fmt: skip
+    return guard_uploads(editor)
+
+
+def _image_input(label: str) -> gr.Image:
+    """Gradio hands over the uploaded file's path without decoding it (type="filepath", image_mode=None)."""
+    return guard_uploads(gr.Image(label=label, type="filepath", image_mode=None, sources=("upload", "clipboard")))
 
 
 def _reconstruct_tab(reconstruct) -> None:
@@ -385,7 +506,8 @@ def _reconstruct_tab(reconstruct) -> None:
             maps = gr.Gallery(label="Code maps (one colour per code), top level first", columns=3)
             top_only = gr.Image(label="From the top level alone (VQ-VAE-2)", type="pil")
         report = gr.Markdown()
-        button.click(reconstruct, source, [output, maps, report, top_only], api_name="reconstruct")
+        button.click(reconstruct, source, [output, maps, report, top_only], api_name="reconstruct",
+                     concurrency_id=UPLOADS)  # fmt: skip
 
 
 def _sample_tab(sample) -> None:
@@ -408,12 +530,11 @@ def _sample_tab(sample) -> None:
 def _interpolate_tab(interpolate) -> None:
     with gr.Tab("Interpolate"):
         with gr.Row():
-            image_a = gr.Image(label="A", type="pil", sources=("upload", "clipboard"))
-            image_b = gr.Image(label="B", type="pil", sources=("upload", "clipboard"))
+            image_a, image_b = _image_input("A"), _image_input("B")
         steps = gr.Slider(2, 16, value=7, step=1, label="steps (VAE / VQ-VAE path)")
         button = gr.Button("Interpolate", variant="primary")
         gallery = gr.Gallery(label="A -> B", columns=7)
-        button.click(interpolate, [image_a, image_b, steps], gallery, api_name="interpolate")
+        button.click(interpolate, [image_a, image_b, steps], gallery, api_name="interpolate", concurrency_id=UPLOADS)
 
 
 def _inpaint_tab(inpaint) -> None:
@@ -427,7 +548,8 @@ def _inpaint_tab(inpaint) -> None:
         with gr.Row():
             before, after = gr.Image(label="Before", type="pil"), gr.Image(label="After", type="pil")
         message = gr.Markdown()
-        button.click(inpaint, [editor, label, temperature, seed], [before, after, message], api_name="inpaint")
+        button.click(inpaint, [editor, label, temperature, seed], [before, after, message], api_name="inpaint",
+                     concurrency_id=UPLOADS)  # fmt: skip
 
 
 def space_model_ids(readme: Path = Path(__file__).with_name("README.md")) -> list[str | None]:
@@ -452,8 +574,25 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter (malloc.h)
+
+
+def return_freed_memory_to_the_system(threshold: int = 1 << 20) -> bool:
+    """Give each allocation of `threshold` bytes or more its own mmap, so that freeing it returns the memory at once.
+
+    glibc raises its mmap threshold (up to 32 MB) each time such a block is freed; after that, decoded images live in
+    the heap arenas of Gradio's worker threads, and their memory stays with the process after the request (measured:
+    +430 MB after 6 + 8 uploads of 4096x4096, growing; flat with a fixed threshold). Does nothing without glibc.
+    """
+    try:
+        return bool(ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, threshold))
+    except (OSError, AttributeError):
+        return False
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
+    return_freed_memory_to_the_system()
     demo = load_demo(args.model, args.pipeline, args.classifier)
     build_app(demo).launch(server_name=args.host, server_port=args.port)
 
