@@ -72,9 +72,9 @@ def main(parsed=None) -> dict:
     except TrainingInterrupted as stop:  # Ctrl-C or SIGTERM: a checkpoint was saved
         print(f"\n{stop}", file=sys.stderr)
         raise SystemExit(stop.exit_code) from None
-    except KeyboardInterrupt:  # a second Ctrl-C / SIGTERM before the checkpoint was written
-        print("\nstopped at once by a second interrupt: nothing saved since the last checkpoint "
-              "(resume from it with --resume_from_checkpoint latest)", file=sys.stderr)  # fmt: skip
+    except KeyboardInterrupt:  # Ctrl-C twice, or once before the first step
+        print("\nstopped at once by Ctrl-C: nothing saved since the last checkpoint, if any (resume from one with "
+              "--resume_from_checkpoint latest)", file=sys.stderr)  # fmt: skip
         raise SystemExit(130) from None
 
 

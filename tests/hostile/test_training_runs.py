@@ -207,3 +207,15 @@ def test_a_signal_saves_a_checkpoint_and_says_how_to_resume(tmp_path, signal_num
     assert "Traceback" not in stderr
     metrics = run_train(tmp_path, "--max_train_steps", str(step + 1), "--resume_from_checkpoint", "latest")
     assert metrics["train_steps"] == step + 1
+
+
+def test_a_second_ctrl_c_stops_at_once_but_a_sigterm_after_it_does_not():
+    from hf_vqvae.training.interrupts import StopSignals
+
+    with StopSignals() as signals:  # what `accelerate launch` does on Ctrl-C: its workers get SIGINT, then SIGTERM
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert signals.received == signal.SIGINT  # the checkpoint is still written
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handlers are given back

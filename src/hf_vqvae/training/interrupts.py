@@ -1,7 +1,7 @@
 """Ctrl-C and SIGTERM end a run with a checkpoint and a message saying how to resume.
 
 The signal only sets a flag; the loop checks it after each optimizer step (where model, optimizer and data position
-agree), saves a checkpoint and raises `TrainingInterrupted`. A second signal stops at once (KeyboardInterrupt).
+agree), saves a checkpoint and raises `TrainingInterrupted`. A second Ctrl-C stops at once (KeyboardInterrupt).
 """
 
 from __future__ import annotations
@@ -38,9 +38,12 @@ class StopSignals:
         self._previous = {}
 
     def _handle(self, number: int, frame) -> None:
-        if self.received is not None:  # the second signal: stop now, without a checkpoint
-            raise KeyboardInterrupt(f"{signal.Signals(number).name} received twice")
-        self.received = number
+        # A second Ctrl-C stops at once, without a checkpoint. A SIGTERM never does: `accelerate launch` (torchrun)
+        # answers the Ctrl-C it gets too by sending its workers SIGTERM, which must not cut their checkpoint short.
+        if number == signal.SIGINT and self.received == signal.SIGINT:
+            raise KeyboardInterrupt("Ctrl-C pressed twice")
+        if self.received is None:
+            self.received = number
 
 
 __all__ = ["StopSignals", "TrainingInterrupted"]

@@ -24,7 +24,7 @@ from .artifacts import write_metrics, write_model_card
 from .builders import DEFAULT_PRESETS, build_model, build_optimizer, build_scheduler
 from .checkpointing import TrainingState, find_checkpoint, load_checkpoint, read_training_state, save_checkpoint
 from .interrupts import StopSignals, TrainingInterrupted
-from .output_dir import check_output_dir, write_atomically
+from .output_dir import check_output_dir, remove_checkpoints, write_atomically
 from .tasks import ImageTask, make_task
 
 logger = logging.getLogger(__name__)
@@ -42,8 +42,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: TrainArgum
     """Train, then write the model folder, grids and metrics.json to `args.output_dir`; returns the metrics."""
     output_dir = Path(args.output_dir or f"outputs/{model_args.model}-{model_args.preset or DEFAULT_PRESETS[model_args.model]}")
     accelerator = _make_accelerator(args, output_dir)
-    check_output_dir(output_dir, resuming=bool(args.resume_from_checkpoint), overwrite=args.overwrite_output_dir,
-                     is_main_process=accelerator.is_main_process)  # fmt: skip
+    _prepare_output_dir(accelerator, output_dir, args)
     set_seed(args.seed)
     model = build_model(model_args, overrides, data_args.resolution)
     if args.binarize != "none" and getattr(model.config, "decoder_distribution", None) != "bernoulli":
@@ -65,6 +64,18 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: TrainArgum
     start = time.time()
     run.fit()
     return _finish(run, time.time() - start)
+
+
+def _prepare_output_dir(accelerator, output_dir: Path, args: TrainArguments) -> None:
+    resuming = bool(args.resume_from_checkpoint)
+    discarded = check_output_dir(output_dir, resuming=resuming, overwrite=args.overwrite_output_dir)
+    if discarded:
+        accelerator.wait_for_everyone()  # every process has looked before the main one deletes
+        if accelerator.is_main_process:
+            logger.warning("--overwrite_output_dir: deleting %d checkpoint(s) of an earlier run in %s", len(discarded),
+                           output_dir)  # fmt: skip
+            remove_checkpoints(output_dir)
+        accelerator.wait_for_everyone()
 
 
 def _resume(accelerator, output_dir: Path, which: str, total_steps: int) -> TrainingState:

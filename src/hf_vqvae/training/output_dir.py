@@ -17,20 +17,27 @@ from .checkpointing import checkpoint_root, list_checkpoints
 FINAL_TEMPORARY = ".tmp-final-model"
 
 
-def check_output_dir(output_dir: Path, *, resuming: bool, overwrite: bool, is_main_process: bool) -> None:
-    """Refuse another run's checkpoints and an unwritable folder, before anything is trained."""
+def check_output_dir(output_dir: Path, *, resuming: bool, overwrite: bool) -> list[Path]:
+    """Refuse another run's checkpoints and an unwritable folder, before anything is trained.
+
+    Returns the checkpoints that `--overwrite_output_dir` asks to delete; every process decides alike, and the caller
+    deletes them on the main process once all have looked (`remove_checkpoints`).
+    """
     found = list_checkpoints(checkpoint_root(output_dir))
-    if found and not resuming:
-        if not overwrite:
-            names = ", ".join(path.name for path in found[-3:])
-            raise ValueError(
-                f"{output_dir} already holds checkpoints of another run ({names}); pass --resume_from_checkpoint "
-                f"latest to continue that run, --overwrite_output_dir to delete them and start afresh, or choose "
-                f"another --output_dir"
-            )
-        if is_main_process:
-            shutil.rmtree(checkpoint_root(output_dir))
+    if found and not resuming and not overwrite:
+        names = ", ".join(path.name for path in found[-3:])
+        raise ValueError(
+            f"{output_dir} already holds checkpoints of another run ({names}); pass --resume_from_checkpoint "
+            f"latest to continue that run, --overwrite_output_dir to delete them and start afresh, or choose "
+            f"another --output_dir"
+        )
     check_writable(output_dir)
+    return [] if resuming else found
+
+
+def remove_checkpoints(output_dir: Path) -> None:
+    """Delete the checkpoints folder (what --overwrite_output_dir discards)."""
+    shutil.rmtree(checkpoint_root(output_dir), ignore_errors=True)
 
 
 def check_writable(folder: Path) -> None:
@@ -76,4 +83,4 @@ def _weights_last(path: Path) -> tuple[bool, str]:
     return path.name in ("config.json", "model.safetensors"), path.name
 
 
-__all__ = ["check_output_dir", "check_writable", "write_atomically"]
+__all__ = ["check_output_dir", "check_writable", "remove_checkpoints", "write_atomically"]
