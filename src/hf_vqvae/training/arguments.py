@@ -65,7 +65,11 @@ class TrainArguments:
     adam_weight_decay: float = field(default=0.0, metadata={"help": "AdamW decoupled weight decay."})
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm (0 disables)."})
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-batches per optimizer step."})
-    mixed_precision: str = field(default="no", metadata={"help": "no, bf16 or fp16 (the quantizer stays in float32)."})
+    mixed_precision: str | None = field(
+        default=None,
+        metadata={"help": "no, bf16 or fp16 (the quantizer stays in float32); unset: what `accelerate launch "
+                  "--mixed_precision` or the accelerate config file says (else no)."},
+    )
     num_latent_samples: int | None = field(default=None, metadata={"help": "VAE: samples L per image in the ELBO."})
     binarize: str = field(
         default="none",
@@ -94,8 +98,8 @@ class TrainArguments:
     )
 
     def __post_init__(self):
-        if self.mixed_precision not in ("no", "bf16", "fp16"):
-            raise ValueError(f"--mixed_precision must be no, bf16 or fp16, got {self.mixed_precision!r}")
+        if self.mixed_precision not in (None, "no", "bf16", "fp16"):
+            raise ValueError(f"--mixed_precision must be no, bf16 or fp16 (or unset), got {self.mixed_precision!r}")
         for name in ("train_batch_size", "eval_batch_size", "gradient_accumulation_steps", "num_train_epochs", "logging_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
