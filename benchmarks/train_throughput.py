@@ -30,21 +30,47 @@ of the batches consumed is timed, not the generator's teardown (`datasets` sleep
 `datasets.config.SLEEP_TIME_ON_THREADS_SHUTDOWN`, 5 s, when a shuffled stream's reader threads close). When
 the folder is absent, a note is printed and the figure is null.
 
-Target (from the issue; printed as PASS or MISS, never enforced by an assert or the exit status):
+VQ-VAE-2 step options. The `imagenet256-paper` VQ-VAE-2 at `--vqvae2_resolution` (64) with batch
+`--options_batch_size` (16), trained the same way under each option, timed side by side: after `--warmup`
+untimed steps of each (the first compiled step compiles), `--repeats` rounds of one step of each option in turn, so
+that every option meets the same machine load; the median per option gives images/s and its ratio to the baseline
+row. Every option starts from the same weights, k-means codebooks and pixels, and its first loss must match the
+baseline's (rel. 1e-3): the options change the speed, not the model. Rows (JSON ``vqvae2_step_<option>_img_s``
+and ``vqvae2_step_<option>_over_eager``, details under ``step_options``):
+
+* ``eager``: the baseline, eager float32 NCHW with AdamW's default on a CPU (its per-parameter for-loop);
+* ``channels_last``: weights and pixels in channels-last layout (`model.to(memory_format=torch.channels_last)`);
+* ``foreach_adamw``, ``fused_adamw``: AdamW with `foreach=True` / `fused=True` (one kernel for every parameter);
+* ``channels_last_fused_adamw``: both;
+* ``compiled``: `torch.compile` (inductor) of the model, so its forward and backward (inductor lays out the
+  convolutions' activations channels-last by itself on a CPU with oneDNN);
+* ``compiled_channels_last_fused_adamw``: all three (`scripts/train.py --torch_compile --channels_last`, plus the
+  fused optimizer).
+
+The compiled rows need a C++ compiler and take minutes to compile; `--skip_compile` (implied by `--quick`) leaves
+them null. `--keep_freed_memory` makes glibc keep freed heap memory for the whole run (`mallopt`: no trimming, no
+mmap below 32 MB): by default a step page-faults its activations back in (about 8,000 minor faults per VQ-VAE-2
+step at 64 px, batch 16, 2 threads; ~2 with the flag). It is process-wide, so compare two runs, with and without.
+
+Targets (from the issues; printed as PASS or MISS, never enforced by an assert or the exit status):
 
 * ``data_over_train_mnist`` = data_mnist_img_s / vqvae_mnist_img_s >= 3: the pipeline feeds the `mnist`
   VQ-VAE at least three times as fast as it trains, in one process on the same CPU.
+* ``vqvae2_step_best_over_eager`` >= 1.25: the fastest option trains the VQ-VAE-2 at least 1.25x as fast as the
+  eager float32 NCHW baseline.
 
 Usage::
 
     .venv/bin/python benchmarks/train_throughput.py [--threads 2] [--batch_size 32] [--repeats 10] [--json out.json]
     .venv/bin/python benchmarks/train_throughput.py --quick   # smoke run: batch 4, 2 repeats, 64 data images
+    .venv/bin/python benchmarks/train_throughput.py --only_step_options   # just the VQ-VAE-2 option rows
 """
 
 from __future__ import annotations
 
 import argparse
 import cProfile
+import ctypes
 import importlib.metadata
 import io
 import json
@@ -65,10 +91,11 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_DIR = ROOT.parent / "shared" / "datasets" / "mnist"
 LEARNING_RATE = 2e-4  # TrainArguments.learning_rate's default
 TARGET_DATA_OVER_TRAIN = 3.0
+TARGET_STEP_OVER_EAGER = 1.25
 # Other processes busy on average more than this many cores during the run: warn (2 torch threads on busy cores
 # wait on each other at every parallel region, and a step can get many times slower).
 BUSY_CORES = 0.25
-QUICK = {"batch_size": 4, "repeats": 2, "warmup": 1, "data_images": 64}
+QUICK = {"batch_size": 4, "repeats": 2, "warmup": 1, "data_images": 64, "options_batch_size": 4}
 
 
 @dataclass
@@ -83,6 +110,28 @@ class Row:
     overrides: dict
     value_range: tuple[float, float]
     note: str = ""
+
+
+@dataclass
+class StepOption:
+    """One way to run the VQ-VAE-2 training step: `key` names its JSON keys (`vqvae2_step_<key>_img_s`)."""
+
+    key: str
+    channels_last: bool
+    compiled: bool
+    optimizer: str  # "for-loop" (AdamW's CPU default), "foreach" or "fused"
+    note: str
+
+
+STEP_OPTIONS = [
+    StepOption("eager", False, False, "for-loop", "baseline: eager float32 NCHW, AdamW's CPU default"),
+    StepOption("channels_last", True, False, "for-loop", "weights and pixels channels-last"),
+    StepOption("foreach_adamw", False, False, "foreach", "AdamW(foreach=True)"),
+    StepOption("fused_adamw", False, False, "fused", "AdamW(fused=True)"),
+    StepOption("channels_last_fused_adamw", True, False, "fused", "channels-last + fused AdamW"),
+    StepOption("compiled", False, True, "for-loop", "torch.compile (inductor) forward + backward"),
+    StepOption("compiled_channels_last_fused_adamw", True, True, "fused", "compiled + channels-last + fused AdamW"),
+]
 
 
 def rows_for(args: argparse.Namespace) -> list[Row]:
@@ -125,6 +174,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=3, help="untimed training steps per model before the timed ones")
     parser.add_argument("--max_grad_norm", type=float, default=1.0, help="gradient clipping of each step (0: none)")
     parser.add_argument("--vqvae2_resolution", type=int, default=64, help="image size of the VQ-VAE-2 row (of 256)")
+    parser.add_argument("--options_batch_size", type=int, default=16, help="batch of the VQ-VAE-2 step-option rows")
+    parser.add_argument(
+        "--skip_compile", action="store_true", help="leave out the compiled step options (they compile for minutes)"
+    )
+    parser.add_argument(
+        "--keep_freed_memory",
+        action="store_true",
+        help="glibc keeps freed heap memory for the whole run (mallopt), so steps do not page-fault it back in",
+    )
+    parser.add_argument(
+        "--only_step_options", action="store_true", help="time only the VQ-VAE-2 step options (no preset rows, no data)"
+    )
     parser.add_argument("--data_dir", default=str(DEFAULT_DATA_DIR), help="the MNIST folder (parquet, Hub layout)")
     parser.add_argument("--data_images", type=int, default=4096, help="images timed through the data pipeline")
     parser.add_argument("--data_warmup_batches", type=int, default=2, help="untimed batches (fill the shuffle buffer)")
@@ -142,8 +203,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--json", metavar="PATH", help="also write the results to this JSON file")
     args = parser.parse_args(argv)
-    if min(args.threads, args.batch_size, args.repeats, args.data_images) < 1 or args.warmup < 0:
-        parser.error("--threads, --batch_size, --repeats and --data_images must be >= 1, --warmup >= 0")
+    sizes = (args.threads, args.batch_size, args.repeats, args.data_images, args.options_batch_size)
+    if min(sizes) < 1 or args.warmup < 0:
+        parser.error(
+            "--threads, --batch_size, --repeats, --data_images and --options_batch_size must be >= 1, --warmup >= 0"
+        )
     if args.data_warmup_batches < 0 or args.max_grad_norm < 0:
         parser.error("--data_warmup_batches and --max_grad_norm must be >= 0")
     if args.vqvae2_resolution < 8 or args.vqvae2_resolution % 8:
@@ -162,6 +226,9 @@ def make_config(args: argparse.Namespace) -> dict:
         "learning_rate": LEARNING_RATE,
         "optimizer": "AdamW",
         "vqvae2_resolution": args.vqvae2_resolution,
+        "options_batch_size": quick.get("options_batch_size", args.options_batch_size),
+        "compile": not (args.skip_compile or args.quick),
+        "keep_freed_memory": args.keep_freed_memory,
         "data_dir": str(Path(args.data_dir).resolve()),
         "data_images": quick.get("data_images", args.data_images),
         "data_warmup_batches": args.data_warmup_batches,
@@ -218,6 +285,106 @@ def time_training(row: Row, config: dict) -> dict:
         "img_s": config["batch_size"] / seconds,
         "note": row.note,
     }
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# VQ-VAE-2 step options
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def make_option_step(option: StepOption, config: dict, pixels: torch.Tensor):
+    """The training step of the VQ-VAE-2 under `option`: a function returning (seconds, loss), and the model."""
+    torch.manual_seed(config["seed"])  # the same weights for every option
+    resolution = config["vqvae2_resolution"]
+    model = VQVAE2Model(VQVAE2Config.from_preset("imagenet256-paper", image_size=resolution)).train()
+    if option.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        pixels = pixels.contiguous(memory_format=torch.channels_last)
+    parameters = [p for p in model.parameters() if p.requires_grad]  # EMA codebooks are not trained by AdamW
+    choice = {"for-loop": dict(foreach=False), "foreach": dict(foreach=True), "fused": dict(fused=True)}
+    optimizer = torch.optim.AdamW(parameters, lr=LEARNING_RATE, **choice[option.optimizer])
+    torch.manual_seed(config["seed"] + 1)  # the same k-means codebooks for every option
+    model.initialize_codebooks(pixels)  # what an eager first step does itself; a compiled one cannot
+    forward = torch.compile(model) if option.compiled else model
+
+    def step() -> tuple[float, float]:
+        start = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
+        loss = forward(pixels).loss
+        loss.backward()
+        if config["max_grad_norm"] > 0:
+            torch.nn.utils.clip_grad_norm_(parameters, config["max_grad_norm"])
+        optimizer.step()
+        elapsed = time.perf_counter() - start
+        value = loss.item()
+        if not math.isfinite(value):
+            raise RuntimeError(f"vqvae2 step option {option.key}: the loss is not finite ({value})")
+        return elapsed, value
+
+    return step, model
+
+
+# glibc's mallopt parameters (malloc.h).
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+
+
+def keep_freed_memory() -> bool:
+    """Make glibc keep freed heap memory (no trimming; mmap only above 32 MB, its maximum threshold), for the whole
+    process: a training step then reuses the pages of the last one instead of page-faulting fresh ones. Returns
+    whether it took effect (False without glibc)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    return bool(libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30))
+
+
+def time_step_options(config: dict) -> dict[str, dict | None]:
+    """Median seconds per step of every option, timed side by side (one step of each in turn per round)."""
+    resolution, batch = config["vqvae2_resolution"], config["options_batch_size"]
+    generator = torch.Generator().manual_seed(config["seed"])
+    pixels = torch.rand((batch, 3, resolution, resolution), generator=generator) * 2 - 1
+    options = [o for o in STEP_OPTIONS if config["compile"] or not o.compiled]
+    steps, details = {}, {}
+    for option in options:
+        step, model = make_option_step(option, config, pixels)
+        first_seconds, first_loss = step()  # includes the compilation of a compiled option
+        for _ in range(max(config["warmup"] - 1, 0)):
+            step()
+        steps[option.key] = step
+        details[option.key] = {"first_step_s": first_seconds, "first_loss": first_loss,
+                               "parameters": sum(p.numel() for p in model.parameters())}  # fmt: skip
+    baseline_loss = details["eager"]["first_loss"]
+    for key, detail in details.items():
+        if abs(detail["first_loss"] - baseline_loss) > 1e-3 * abs(baseline_loss):
+            raise RuntimeError(f"step option {key} gives the loss {detail['first_loss']} on the first step, not the "
+                               f"baseline's {baseline_loss}: it changes the model, not only the speed")  # fmt: skip
+    samples = {key: [] for key in steps}
+    for _ in range(config["repeats"]):
+        for key, step in steps.items():
+            samples[key].append(step()[0])
+    results: dict[str, dict | None] = {}
+    for option in STEP_OPTIONS:
+        if option.key not in samples:
+            results[option.key] = None  # --skip_compile / --quick
+            continue
+        seconds = statistics.median(samples[option.key])
+        results[option.key] = {
+            **details[option.key],
+            "channels_last": option.channels_last,
+            "compiled": option.compiled,
+            "optimizer": option.optimizer,
+            "input_shape": [batch, 3, resolution, resolution],
+            "median_step_ms": seconds * 1e3,
+            "min_step_ms": min(samples[option.key]) * 1e3,
+            "img_s": batch / seconds,
+            "note": option.note,
+        }
+    baseline = results["eager"]["img_s"]
+    for result in results.values():
+        if result is not None:
+            result["over_eager"] = result["img_s"] / baseline
+    return results
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -328,16 +495,31 @@ def machine_facts(watch: CpuWatch) -> dict:
     }
 
 
-def summarize(training: dict[str, dict], data: dict | None, config: dict, watch: CpuWatch) -> dict:
-    """The JSON document: `<row>_img_s`, `data_mnist_img_s`, the ratio, the target, the details and the config."""
+def summarize(
+    training: dict[str, dict], data: dict | None, config: dict, watch: CpuWatch, step_options: dict | None = None
+) -> dict:
+    """The JSON document: `<row>_img_s`, `data_mnist_img_s`, the ratios, the targets, the details and the config."""
     results = {f"{key}_img_s": row["img_s"] for key, row in training.items()}
+    step_options = step_options or {}
+    for key, option in step_options.items():
+        results[f"vqvae2_step_{key}_img_s"] = None if option is None else option["img_s"]
+        results[f"vqvae2_step_{key}_over_eager"] = None if option is None else option["over_eager"]
+    timed = [option["over_eager"] for option in step_options.values() if option is not None]
+    results["vqvae2_step_best_over_eager"] = max(timed) if timed else None
     results["data_mnist_img_s"] = None if data is None else data["img_s"]
     data_mnist, train_mnist = results["data_mnist_img_s"], results.get("vqvae_mnist_img_s")
     ratio = None if data_mnist is None or not train_mnist else data_mnist / train_mnist
     results["data_over_train_mnist"] = ratio
     met = None if ratio is None else ratio >= TARGET_DATA_OVER_TRAIN
-    results["targets"] = {f"data_over_train_mnist >= {TARGET_DATA_OVER_TRAIN:g}": met}
+    best = results["vqvae2_step_best_over_eager"]
+    results["targets"] = {
+        f"data_over_train_mnist >= {TARGET_DATA_OVER_TRAIN:g}": met,
+        f"vqvae2_step_best_over_eager >= {TARGET_STEP_OVER_EAGER:g}": (
+            None if best is None else best >= TARGET_STEP_OVER_EAGER
+        ),
+    }
     results["training"] = training
+    results["step_options"] = step_options
     results["data"] = None if data is None else {k: v for k, v in data.items() if k != "profile"}
     results["config"] = config
     results["machine"] = machine_facts(watch)
@@ -366,7 +548,8 @@ def print_report(results: dict) -> None:
         )
     data = results["data"]
     if data is None:
-        print(f"{'data_mnist':<36}{'-':>16}{'[-1,1]':>9}{'-':>11}{'-':>10}{'-':>10}  folder absent")
+        if not config.get("only_step_options"):
+            print(f"{'data_mnist':<36}{'-':>16}{'[-1,1]':>9}{'-':>11}{'-':>10}{'-':>10}  folder absent")
     else:
         per_batch_ms = data["seconds"] / data["images"] * config["batch_size"] * 1e3
         print(
@@ -374,6 +557,7 @@ def print_report(results: dict) -> None:
             f"{per_batch_ms:>10.1f}{data['img_s']:>10.1f}  streamed parquet, {data['images']} images "
             f"after {config['data_warmup_batches']} warm-up batches"
         )
+    print_step_options(results["step_options"], config)
     others = machine["other_processes_cores"]
     if others is not None and others > BUSY_CORES:
         print(
@@ -383,8 +567,32 @@ def print_report(results: dict) -> None:
     print()
     ratio = results["data_over_train_mnist"]
     print(f"data_over_train_mnist = data_mnist / vqvae_mnist = {'-' if ratio is None else f'{ratio:.2f}x'}")
+    best = results["vqvae2_step_best_over_eager"]
+    print(f"vqvae2_step_best_over_eager = {'-' if best is None else f'{best:.2f}x'}")
     for target, met in results["targets"].items():
         print(f"{'SKIP' if met is None else 'PASS' if met else 'MISS'}  {target}")
+
+
+def print_step_options(options: dict, config: dict) -> None:
+    if not options:
+        return
+    print()
+    print(
+        f"VQ-VAE-2 imagenet256-paper at {config['vqvae2_resolution']}px, batch {config['options_batch_size']}: "
+        f"training-step options side by side (one step of each in turn, median of {config['repeats']} rounds)"
+        + ("; freed memory kept (--keep_freed_memory)" if config.get("keep_freed_memory") else "")
+    )
+    header = f"{'option':<38}{'ms/step':>10}{'img/s':>10}{'vs eager':>10}{'1st step s':>12}  note"
+    print(header)
+    print("-" * len(header))
+    for key, option in options.items():
+        if option is None:
+            print(f"{key:<38}{'-':>10}{'-':>10}{'-':>10}{'-':>12}  skipped (--skip_compile or --quick)")
+            continue
+        print(
+            f"{key:<38}{option['median_step_ms']:>10.1f}{option['img_s']:>10.1f}{option['over_eager']:>9.2f}x"
+            f"{option['first_step_s']:>12.1f}  {option['note']}"
+        )
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -395,10 +603,15 @@ def print_report(results: dict) -> None:
 def main(args: argparse.Namespace) -> dict:
     watch = CpuWatch()
     config = make_config(args)
+    config["only_step_options"] = args.only_step_options
+    if args.keep_freed_memory and not keep_freed_memory():
+        raise SystemExit("--keep_freed_memory needs glibc (mallopt); this C library has none")
     torch.set_num_threads(config["threads"])
-    training = {row.key: time_training(row, config) for row in rows_for(args)}
-    data = time_data(config, profile=False)
-    results = summarize(training, data, config, watch)
+    rows = [] if args.only_step_options else rows_for(args)
+    training = {row.key: time_training(row, config) for row in rows}
+    step_options = time_step_options(config)
+    data = None if args.only_step_options else time_data(config, profile=False)
+    results = summarize(training, data, config, watch, step_options)
     print_report(results)
     if args.profile_data:
         profiled = time_data(config, profile=True)

@@ -39,6 +39,13 @@ def test_train_throughput_benchmark_quick_run_writes_the_json_keys(tmp_path):
         assert _positive(figures[key]), (key, figures.get(key))
     assert figures["config"]["batch_size"] == 4 and figures["config"]["quick"] is True
     assert figures["training"]["vqvae2_imagenet256-paper@64"]["input_shape"] == [4, 3, 64, 64]
+    # The VQ-VAE-2 step options side by side; --quick leaves out the compiled ones (they compile for minutes).
+    for option in ("eager", "channels_last", "foreach_adamw", "fused_adamw", "channels_last_fused_adamw"):
+        assert _positive(figures[f"vqvae2_step_{option}_img_s"]), option
+        assert figures["step_options"][option]["input_shape"] == [4, 3, 64, 64]
+    assert figures["vqvae2_step_eager_over_eager"] == 1.0
+    assert figures["vqvae2_step_compiled_img_s"] is None and figures["step_options"]["compiled"] is None
+    assert isinstance(figures["targets"]["vqvae2_step_best_over_eager >= 1.25"], bool)
     target = "data_over_train_mnist >= 3"
     if MNIST.is_dir():
         assert _positive(figures["data_mnist_img_s"])

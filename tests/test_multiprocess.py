@@ -34,6 +34,7 @@ def test_two_processes_see_disjoint_examples_and_end_identical(tmp_path):
         "--hidden_channels", "16", "--residual_channels", "8", "--num_embeddings", "16", "--embedding_dim", "4",
         "--dataset_name", str(data), "--streaming", "--train_batch_size", "8", "--max_train_steps", "4",
         "--report_to", "none", "--debug_rank_outputs", "--output_dir", str(output),
+        "--dataloader_num_workers", "2", "--checkpointing_steps", "4",  # 2 decoding workers per process
     ]  # fmt: skip
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
@@ -49,4 +50,7 @@ def test_two_processes_see_disjoint_examples_and_end_identical(tmp_path):
     for key in rank0:
         assert torch.equal(rank0[key], rank1[key]), f"{key} differs between the ranks"
     assert int(rank0["quantizers.0.ema_steps"]) == 4
+    # The checkpoint records where each process's next batch begins in its own shard (32 examples each, all read).
+    state = json.loads((output / "checkpoints" / "checkpoint-4" / "training_state.json").read_text())
+    assert state["positions"] == [32, 32] and state["batches_in_epoch"] == 4
     assert (output / "model.safetensors").is_file() and (output / "metrics.json").is_file()

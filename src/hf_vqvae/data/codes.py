@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from datasets.distributed import split_dataset_by_node
 
+from .pipeline import in_order, load_in_workers, worker_share
+
 INFO_FILE = "codes_info.json"
 SHARD_NAME = re.compile(r"^.+-\d{5}-of-\d{5}\.parquet$")  # data/<split>-<rank>-of-<n>.parquet
 MODEL_MARKERS = ("config.json", "model_index.json", "model*.safetensors")  # a model or pipeline folder
@@ -169,21 +171,53 @@ def check_prior_matches(info: CodesInfo, level: int, num_embeddings: int, num_cl
 
 
 def code_batches(dataset, level: int, *, batch_size: int, seed: int, epoch: int, rank: int = 0, world_size: int = 1,
-                 start_batch: int = 0, shuffle: bool = True, drop_last: bool = True,
-                 with_labels: bool = False) -> Iterator[dict]:  # fmt: skip
-    """Batches `{"codes": (B, H, W), "condition_codes": (B, h, w) (lower levels), "class_labels": (B,)}`."""
+                 start_batch: int = 0, start_position: int | None = None, shuffle: bool = True, drop_last: bool = True,
+                 with_labels: bool = False, with_position: bool = False, num_workers: int = 0,
+                 pin_memory: bool = False) -> Iterator[dict]:  # fmt: skip
+    """Batches `{"codes": (B, H, W), "condition_codes": (B, h, w) (lower levels), "class_labels": (B,)}`.
+
+    The epoch's order depends only on (seed, epoch); ranks read disjoint shards (`split_dataset_by_node`) whose union
+    is the dataset. Batches are consecutive rows of the rank's shard from row `start_position` (default `start_batch`
+    x `batch_size`; rows before it are not read); `with_position` adds "data_position", the row where the next batch
+    begins. `num_workers` DataLoader worker processes read them (batch i by worker i % num_workers), in the same
+    order for any number of workers; `pin_memory` puts them in page-locked memory.
+    """
     ordered = dataset.shuffle(seed=seed + epoch) if shuffle else dataset
     shard = split_dataset_by_node(ordered, rank=rank, world_size=world_size) if world_size > 1 else ordered
     columns = [f"codes_{level}"] + ([f"codes_{level - 1}"] if level > 0 else []) + (["label"] if with_labels else [])
     shard = shard.select_columns(columns).with_format("numpy")
-    stop = (len(shard) // batch_size if drop_last else math.ceil(len(shard) / batch_size)) * batch_size
-    for index, start in enumerate(range(0, stop, batch_size)):
-        if index < start_batch:
-            continue
-        rows = shard[start : min(start + batch_size, len(shard))]
+    start = start_batch * batch_size if start_position is None else start_position
+    remaining = max(len(shard) - start, 0)
+    stop = start + (remaining // batch_size if drop_last else math.ceil(remaining / batch_size)) * batch_size
+    source = _CodeBatches(shard, level, list(range(start, stop, batch_size)), batch_size, with_labels)
+    for item in in_order(load_in_workers(source, num_workers), key="index"):
+        batch = item["batch"]
+        if pin_memory:
+            batch = {key: value.pin_memory() for key, value in batch.items()}
+        if with_position:
+            batch["data_position"] = item["end"]
+        yield batch
+
+
+class _CodeBatches(torch.utils.data.IterableDataset):
+    """Batches of a codes shard beginning at the rows `starts`; worker w of n makes batches i with i % n == w."""
+
+    def __init__(self, shard, level: int, starts: list[int], batch_size: int, with_labels: bool):
+        self.shard, self.level, self.starts = shard, level, starts
+        self.batch_size, self.with_labels = batch_size, with_labels
+
+    def __iter__(self):
+        workers, worker = worker_share()
+        for index in range(worker, len(self.starts), workers):
+            start = self.starts[index]
+            end = min(start + self.batch_size, len(self.shard))
+            yield {"index": index, "end": end, "batch": self.batch(self.shard[start:end])}
+
+    def batch(self, rows) -> dict:
+        level = self.level
         batch = {"codes": torch.from_numpy(np.asarray(rows[f"codes_{level}"], dtype=np.int64))}
         if level > 0:
             batch["condition_codes"] = torch.from_numpy(np.asarray(rows[f"codes_{level - 1}"], dtype=np.int64))
-        if with_labels:
+        if self.with_labels:
             batch["class_labels"] = torch.from_numpy(np.asarray(rows["label"], dtype=np.int64))
-        yield batch
+        return batch

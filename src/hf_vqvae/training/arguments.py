@@ -55,6 +55,15 @@ class TrainArguments:
     num_train_epochs: int = field(default=1, metadata={"help": "Passes over the training data (without --max_train_steps)."})
     train_batch_size: int = field(default=64, metadata={"help": "Images per process per micro-batch."})
     eval_batch_size: int = field(default=128, metadata={"help": "Images per batch when evaluating."})
+    dataloader_num_workers: int | None = field(
+        default=None,
+        metadata={"help": "DataLoader worker processes per training process that decode and augment the training "
+                  "images (or read the codes); 0 decodes in the training process. The batches are the same for "
+                  "any number. Unset: the cores per process minus one (at most 8), but 0 with 2 or fewer cores per "
+                  "process (the workers would take the training step's cores) or fewer than 4096 examples per "
+                  "process (workers restart every epoch, ~1-2 s, more than decoding so few takes); priors: 0 "
+                  "(codes are read, not decoded)."},
+    )
     learning_rate: float = field(default=2e-4, metadata={"help": "Peak learning rate of AdamW (VQ-VAE paper: 2e-4)."})
     lr_warmup_steps: int = field(default=100, metadata={"help": "Linear warm-up steps before the schedule."})
     lr_scheduler: str = field(
@@ -92,6 +101,17 @@ class TrainArguments:
                   "folder is refused unless --resume_from_checkpoint is given)."},
     )
     skip_nonfinite: bool = field(default=False, metadata={"help": "Skip steps with a NaN/Inf loss instead of stopping."})
+    torch_compile: bool = field(
+        default=False,
+        metadata={"help": "Compile the training forward and backward with torch.compile (inductor; on a CPU it needs a "
+                  "C++ compiler). The first step compiles (tens of seconds on a CPU); evaluation and the saved model "
+                  "use the plain module. Also honoured: accelerate launch --dynamo_backend."},
+    )
+    channels_last: bool = field(
+        default=False,
+        metadata={"help": "Convolutional models: weights and image batches in channels-last memory layout (faster "
+                  "convolutions on CPUs); no effect on layers without 4-D weights. Saved weights are standard."},
+    )
     debug_rank_outputs: bool = field(
         default=False,
         metadata={"help": "Each process writes the ids of the images it saw and its final weights (for tests)."},
@@ -103,6 +123,8 @@ class TrainArguments:
         for name in ("train_batch_size", "eval_batch_size", "gradient_accumulation_steps", "num_train_epochs", "logging_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
+        if self.dataloader_num_workers is not None and self.dataloader_num_workers < 0:
+            raise ValueError(f"--dataloader_num_workers must be >= 0 (or unset), got {self.dataloader_num_workers}")
         for name in ("max_train_steps", "checkpointing_steps", "checkpoints_total_limit"):
             value = getattr(self, name)
             if value is not None and value < 1:

@@ -1,7 +1,8 @@
 """Resumable checkpoints that a crash cannot leave half-written.
 
 Every process writes `accelerator.save_state` into `checkpoints/.tmp-checkpoint-<step>/`; the main process then
-writes `training_state.json` (step, epoch, data position) last and renames the folder to `checkpoint-<step>`.
+writes `training_state.json` (step, epoch, data position of every process) last and renames the folder to
+`checkpoint-<step>`.
 A rename is atomic, so a process killed mid-save leaves only a `.tmp-*` folder, which resume ignores and the next
 save removes.
 """
@@ -15,6 +16,8 @@ import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import torch
+
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 STATE_FILE = "training_state.json"
 
@@ -26,6 +29,27 @@ class TrainingState:
     global_step: int = 0
     epoch: int = 0
     batches_in_epoch: int = 0  # micro-batches of `epoch` already consumed by this process
+    # Raw examples of this process's shard of `epoch` read so far (decoded, or skipped as undecodable): where its
+    # next micro-batch begins, so that a resumed run starts reading there and decodes none of the batches before it.
+    # None: unknown (a checkpoint written before this field, or by another number of processes), and a resumed run
+    # decodes and throws away `batches_in_epoch` batches instead. training_state.json holds every process's value
+    # as the list `positions` (they differ when some images were undecodable).
+    position: int | None = None
+
+    def to_json(self, positions: list[int | None]) -> dict:
+        values = asdict(self)
+        del values["position"]
+        return {**values, "positions": positions}
+
+    @classmethod
+    def from_json(cls, values: dict, process_index: int = 0, num_processes: int = 1) -> "TrainingState":
+        values = dict(values)
+        positions = values.pop("positions", None)
+        state = cls(**values)
+        if isinstance(positions, list) and len(positions) == num_processes:
+            position = positions[process_index]
+            state.position = position if isinstance(position, int) and position >= 0 else None
+        return state
 
 
 def checkpoint_root(output_dir: str | os.PathLike) -> Path:
@@ -43,10 +67,11 @@ def save_checkpoint(accelerator, output_dir, state: TrainingState, total_limit: 
         if final.exists():  # the same step saved again (e.g. after a resume): replace it
             shutil.rmtree(final)
     accelerator.wait_for_everyone()
+    positions = _gather_positions(accelerator, state)
     accelerator.save_state(str(temporary), safe_serialization=True)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        (temporary / STATE_FILE).write_text(json.dumps(asdict(state), indent=2))
+        (temporary / STATE_FILE).write_text(json.dumps(state.to_json(positions), indent=2))
         os.replace(temporary, final)
         _rotate(root, total_limit)
     accelerator.wait_for_everyone()
@@ -66,17 +91,26 @@ def find_checkpoint(output_dir, which: str) -> Path:
     return complete[-1]
 
 
-def read_training_state(path: Path) -> TrainingState:
-    """The step and data position saved with a checkpoint (without loading the checkpoint)."""
+def _gather_positions(accelerator, state: TrainingState) -> list[int | None]:
+    """Every process's data position, in process order (a collective: every process calls it)."""
+    position = torch.tensor([-1 if state.position is None else state.position], device=accelerator.device)
+    if accelerator.num_processes > 1:
+        position = accelerator.gather(position)
+    return [None if value < 0 else value for value in position.tolist()]
+
+
+def read_training_state(path: Path, process_index: int = 0, num_processes: int = 1) -> TrainingState:
+    """The step and data position (of process `process_index` of `num_processes`) saved with a checkpoint, without
+    loading the checkpoint."""
     try:
-        return TrainingState(**json.loads((Path(path) / STATE_FILE).read_text()))
+        return TrainingState.from_json(json.loads((Path(path) / STATE_FILE).read_text()), process_index, num_processes)
     except (OSError, ValueError, TypeError) as error:
         raise ValueError(f"{path}/{STATE_FILE} is unreadable or corrupt ({error}); resume from another checkpoint") from error
 
 
 def load_checkpoint(accelerator, path: Path) -> TrainingState:
     _check_random_states(Path(path), accelerator.process_index)
-    state = read_training_state(path)
+    state = read_training_state(path, accelerator.process_index, accelerator.num_processes)
     accelerator.load_state(str(path))
     # accelerate numbers later save_state folders from this iteration (needed after load_state)
     accelerator.project_configuration.iteration = state.global_step

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import ProjectConfiguration, set_seed
+from accelerate.utils import ProjectConfiguration, is_compiled_module, set_seed
 from datasets import Dataset
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
@@ -23,6 +23,7 @@ from .arguments import ModelArguments, TrainArguments
 from .artifacts import write_metrics, write_model_card
 from .builders import DEFAULT_PRESETS, build_model, build_optimizer, build_scheduler
 from .checkpointing import TrainingState, find_checkpoint, load_checkpoint, read_training_state, save_checkpoint
+from .distributed import gather_full_model, is_sharded, local_shards, make_accelerator, prepare_for_sharding
 from .interrupts import StopSignals, TrainingInterrupted
 from .output_dir import check_output_dir, remove_checkpoints, write_atomically
 from .tasks import ImageTask, make_task
@@ -47,6 +48,10 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: TrainArgum
     model = build_model(model_args, overrides, data_args.resolution)
     if args.binarize != "none" and getattr(model.config, "decoder_distribution", None) != "bernoulli":
         raise ValueError(f"--binarize {args.binarize} applies to a VAE with a Bernoulli decoder, not this model")
+    if args.channels_last:  # 4-D (conv) weights only; the batches follow in `_Run._forward`
+        model = model.to(memory_format=torch.channels_last)
+        accelerator.register_save_state_pre_hook(_contiguous_weights)
+    prepare_for_sharding(accelerator, model)
     task = make_task(model, model_args, data_args, args)
     total_steps = _total_steps(args, task.train_dataset, accelerator.num_processes)
     optimizer = build_optimizer(model, args)
@@ -91,7 +96,7 @@ def _resume(accelerator, output_dir: Path, which: str, total_steps: int) -> Trai
 
 def _make_accelerator(args: TrainArguments, output_dir: Path) -> Accelerator:
     project = ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs"))
-    return Accelerator(
+    return make_accelerator(  # Accelerator(...), with FSDP on CPU too (see distributed.py)
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=args.mixed_precision,
         log_with=None if args.report_to == "none" else args.report_to,
@@ -126,17 +131,24 @@ class _Run:
         self.accelerator, self.model, self.optimizer, self.scheduler = accelerator, model, optimizer, scheduler
         self.args, self.state, self.total_steps, self.output_dir = args, state, total_steps, output_dir
         self.task = task
+        # --torch_compile compiles only the training step's calls: checkpoints, evaluation and saving see the prepared
+        # module itself (same state-dict keys as an eager run). `accelerate launch --dynamo_backend` compiles in
+        # `prepare` instead; either way the codebooks are k-means-initialised eagerly before the first step.
+        compile_here = args.torch_compile and not is_compiled_module(model)
+        self.step_model = torch.compile(model) if compile_here else model
+        self.codebooks_pending = args.torch_compile or is_compiled_module(model)
         self.base_model: str | None = None  # the --init_from model of a fine-tune, for the card
         self.stats = BatchStats()
         self.usage_window = None  # (num_levels, K) code counts since the last log
         self.loss_window: list[float] = []
         self.seen_ids: list[str] = []
+        self.seen_losses: list[float] = []  # --debug_rank_outputs: this process's loss of every micro-batch
         self.warned_levels: set[int] = set()  # levels whose low codebook usage was reported (once each)
         self.images_since_log, self.time_of_log = 0, time.time()
 
     @property
     def unwrapped(self):
-        return self.accelerator.unwrap_model(self.model)
+        return self.accelerator.unwrap_model(self.model, keep_torch_compile=False)  # the model class, for saving
 
     def fit(self) -> None:
         """Train to `total_steps`; Ctrl-C / SIGTERM save a checkpoint and raise `TrainingInterrupted`."""
@@ -160,7 +172,7 @@ class _Run:
                     return
         if self.state.batches_in_epoch == 0 and start_batch == 0:
             raise EmptyEpochError(self._empty_epoch_message(self.stats.decoded - decoded, self.stats.skipped - skipped))
-        self.state.epoch, self.state.batches_in_epoch = self.state.epoch + 1, 0
+        self.state.epoch, self.state.batches_in_epoch, self.state.position = self.state.epoch + 1, 0, 0
 
     def _empty_epoch_message(self, decoded: int, skipped: int) -> str:
         examples = f" (first: {'; '.join(self.stats.skipped_examples)})" if skipped else ""
@@ -185,13 +197,16 @@ class _Run:
         )
 
     def _epoch_batches(self):
+        # From the recorded data position when there is one (nothing before it is decoded), else by batch count.
         return self.task.batches(self.state.epoch, self.state.batches_in_epoch, self.accelerator.process_index,
-                                 self.accelerator.num_processes, self.stats, self.args.debug_rank_outputs)  # fmt: skip
+                                 self.accelerator.num_processes, self.stats, self.args.debug_rank_outputs,
+                                 start_position=self.state.position, device=self.accelerator.device)  # fmt: skip
 
     def _micro_step(self, batch: dict) -> bool:
         """One micro-batch; returns True when it completed an optimizer step."""
+        position = batch.pop("data_position", None)  # where the next micro-batch begins in this process's shard
         if self.args.debug_rank_outputs:
-            self.seen_ids.extend(batch["example_ids"])
+            self.seen_ids.extend(batch.get("example_ids", ()))  # code batches carry no ids
         with self.accelerator.accumulate(self.model):
             output = self._forward(batch)
             if self._loss_is_finite(output.loss):
@@ -201,7 +216,7 @@ class _Run:
                 self.optimizer.step()
                 self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
-        self.state.batches_in_epoch += 1
+        self.state.batches_in_epoch, self.state.position = self.state.batches_in_epoch + 1, position
         self._record(output, len(next(iter(batch.values()))))
         if self.accelerator.sync_gradients:
             self.state.global_step += 1
@@ -209,7 +224,22 @@ class _Run:
         return False
 
     def _forward(self, batch: dict):
-        return self.task.forward(self.model, self.unwrapped.config, batch, self.accelerator.device)
+        if self.args.channels_last:
+            batch = {key: _channels_last(value) for key, value in batch.items()}
+        if self.codebooks_pending:
+            self._initialize_codebooks(batch)
+        return self.task.forward(self.step_model, self.unwrapped.config, batch, self.accelerator.device)
+
+    def _initialize_codebooks(self, batch: dict) -> None:
+        """Before the first compiled step: the k-means initialisation that an eager forward does on its first batch
+        (a compiled one only checks it was done; see VQPreTrainedModel.initialize_codebooks). Every process calls it."""
+        self.codebooks_pending = False
+        initialize = getattr(self.unwrapped, "initialize_codebooks", None)
+        if initialize is not None:
+            with self.accelerator.autocast():
+                levels = initialize(batch["pixel_values"].to(self.accelerator.device))
+            if levels:
+                logger.info("k-means-initialised the codebook of level(s) %s before the first compiled step", levels)
 
     def _loss_is_finite(self, loss: torch.Tensor) -> bool:
         finite = torch.isfinite(loss.detach()).float().reshape(1)
@@ -228,6 +258,8 @@ class _Run:
 
     def _record(self, output, batch_size: int) -> None:
         self.loss_window.append(float(output.loss.detach()))
+        if self.args.debug_rank_outputs:
+            self.seen_losses.append(self.loss_window[-1])
         self.images_since_log += batch_size
         usage = getattr(output, "usage", None)
         if usage is not None:
@@ -319,8 +351,12 @@ def _finish(run: _Run, wall_time: float) -> dict:
     if run.args.debug_rank_outputs:
         _write_rank_outputs(run, model)
     metrics = {}
-    if accelerator.is_main_process:
+    if is_sharded(accelerator):  # FSDP: every process takes part in the evaluation's forwards and in the gathering
+        metrics = run.task.evaluate(run.model)
+        model = gather_full_model(accelerator, run.model)  # the whole model on the main process's CPU, else None
+    elif accelerator.is_main_process:
         metrics = run.task.evaluate(model)
+    if accelerator.is_main_process:
         metrics.update(skipped_images=run.stats.skipped, train_steps=run.state.global_step)
         _write_outputs(run, model, metrics, wall_time)
     accelerator.wait_for_everyone()
@@ -332,7 +368,11 @@ def _write_rank_outputs(run: _Run, model) -> None:
     rank = run.accelerator.process_index
     run.output_dir.mkdir(parents=True, exist_ok=True)
     (run.output_dir / f"example_ids_rank{rank}.json").write_text(json.dumps(run.seen_ids))
-    state = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
+    (run.output_dir / f"losses_rank{rank}.json").write_text(json.dumps(run.seen_losses))
+    if is_sharded(run.accelerator):  # FSDP: this process's shard of each parameter
+        state = local_shards(model)
+    else:
+        state = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
     save_file(state, run.output_dir / f"weights_rank{rank}.safetensors")
 
 
@@ -366,6 +406,22 @@ def _tracker_config(model_args, data_args, args) -> dict:
 
 def signal_name(number: int) -> str:
     return signal.Signals(number).name
+
+
+def _channels_last(value):
+    """--channels_last: a 4-D floating batch (images) in channels-last layout; anything else (codes, ids) as it is."""
+    if isinstance(value, torch.Tensor) and value.dim() == 4 and value.is_floating_point():
+        return value.contiguous(memory_format=torch.channels_last)
+    return value
+
+
+def _contiguous_weights(models, weights: list[dict], output_dir) -> None:
+    """accelerate save_state pre-hook for --channels_last: safetensors stores only contiguous tensors, so the
+    checkpoint holds the standard layout (load_state copies it back into the channels-last parameters)."""
+    for state in weights:
+        for key, value in state.items():
+            if isinstance(value, torch.Tensor) and not value.is_contiguous():
+                state[key] = value.contiguous()
 
 
 __all__ = ["EmptyEpochError", "NonFiniteLossError", "TrainingInterrupted", "train"]

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..data import BatchStats, DataArguments, ImageTransform, batches_for_rank, load_image_splits
+from ..data import BatchStats, DataArguments, ImageTransform, batches_for_rank, default_num_workers, load_image_splits
 from ..data.codes import INFO_FILE, check_prior_matches, code_batches, load_codes
 from ..evaluation import binarize, evaluate_vae, evaluate_vq, to_jsonable
 from .artifacts import reconstruction_grid, sample_grid
@@ -23,7 +23,40 @@ from .builders import build_processor
 logger = logging.getLogger(__name__)
 
 
-class ImageTask:
+def num_workers_for(args, world_size: int, dataset, decodes: bool = True) -> int:
+    """--dataloader_num_workers, or when unset `default_num_workers` for this dataset (its size per process when
+    known) and number of processes; 0 for data that is read but not decoded (`decodes=False`: code datasets, whose
+    batches are slices of integer arrays, cheaper to read than to send from another process)."""
+    requested = getattr(args, "dataloader_num_workers", None)
+    if requested is not None:
+        return requested
+    if not decodes:
+        return 0
+    examples = len(dataset) // max(world_size, 1) if hasattr(dataset, "__len__") else None
+    return default_num_workers(world_size, examples)
+
+
+def pins_memory(device) -> bool:
+    """Batches go to page-locked memory only for a CUDA device (a faster, asynchronous copy there)."""
+    return device is not None and torch.device(device).type == "cuda"
+
+
+class _Workers:
+    """The number of decoding workers of a task, resolved once and logged once."""
+
+    workers: int | None = None
+    decodes = True  # images are decoded; codes are only read
+
+    def num_workers(self, world_size: int, dataset) -> int:
+        if self.workers is None:
+            self.workers = num_workers_for(self.args, world_size, dataset, self.decodes)
+            logger.info("data: %d DataLoader worker process(es) per training process%s", self.workers,
+                        "" if getattr(self.args, "dataloader_num_workers", None) is not None
+                        else " (the default for this machine and dataset; set --dataloader_num_workers)")  # fmt: skip
+        return self.workers
+
+
+class ImageTask(_Workers):
     """VAE / VQ-VAE / VQ-VAE-2 on an image dataset (Hub id, local folder, imagefolder, sklearn digits)."""
 
     def __init__(self, model, data_args: DataArguments, args, seed: int):
@@ -38,16 +71,21 @@ class ImageTask:
     def train_dataset(self):
         return self.splits.train
 
-    def batches(self, epoch: int, start_batch: int, rank: int, world_size: int, stats: BatchStats, with_ids: bool):
+    def batches(self, epoch: int, start_batch: int, rank: int, world_size: int, stats: BatchStats, with_ids: bool,
+                start_position: int | None = None, device=None):  # fmt: skip
+        """The training batches of `epoch` for process `rank`, from raw position `start_position` when known (else
+        after `start_batch` batches, decoded and dropped); each carries "data_position" for the checkpoint."""
         return batches_for_rank(
             self.splits.train, self.splits.image_column, self.transform,
             batch_size=self.args.train_batch_size, seed=self.args.seed, epoch=epoch, rank=rank,
-            world_size=world_size, start_batch=start_batch, shuffle_buffer_size=self.data_args.shuffle_buffer_size,
-            stats=stats, with_ids=with_ids,
+            world_size=world_size, start_batch=start_batch, start_position=start_position,
+            shuffle_buffer_size=self.data_args.shuffle_buffer_size, stats=stats, with_ids=with_ids,
+            with_position=True, num_workers=self.num_workers(world_size, self.splits.train),
+            pin_memory=pins_memory(device),
         )  # fmt: skip
 
     def forward(self, model, config, batch: dict, device):
-        pixel_values = batch["pixel_values"].to(device)
+        pixel_values = batch["pixel_values"].to(device, non_blocking=True)
         if config.model_type == "vae":
             pixel_values = binarize(pixel_values, self.args.binarize)  # dynamic: the global RNG, restored on resume
             return model(pixel_values, num_latent_samples=self.args.num_latent_samples)
@@ -75,8 +113,10 @@ class ImageTask:
             sample_grid(model, self.processor, seed=self.args.seed).save(output_dir / "samples.png")
 
 
-class PriorTask:
+class PriorTask(_Workers):
     """A PixelCNN or transformer prior on one level of a codes dataset (scripts/extract_codes.py)."""
+
+    decodes = False
 
     def __init__(self, model, codes_dataset: str, level: int, args):
         self.args, self.level, self.folder = args, level, Path(codes_dataset)
@@ -104,13 +144,16 @@ class PriorTask:
     def train_dataset(self):
         return self.dataset["train"]
 
-    def batches(self, epoch: int, start_batch: int, rank: int, world_size: int, stats: BatchStats, with_ids: bool):
+    def batches(self, epoch: int, start_batch: int, rank: int, world_size: int, stats: BatchStats, with_ids: bool,
+                start_position: int | None = None, device=None):  # fmt: skip
         return code_batches(self.dataset["train"], self.level, batch_size=self.args.train_batch_size,
                             seed=self.args.seed, epoch=epoch, rank=rank, world_size=world_size,
-                            start_batch=start_batch, with_labels=self.with_labels)  # fmt: skip
+                            start_batch=start_batch, start_position=start_position, with_labels=self.with_labels,
+                            with_position=True, num_workers=self.num_workers(world_size, self.dataset["train"]),
+                            pin_memory=pins_memory(device))  # fmt: skip
 
     def forward(self, model, config, batch: dict, device):
-        inputs = {key: value.to(device) for key, value in batch.items()}
+        inputs = {key: value.to(device, non_blocking=True) for key, value in batch.items() if key != "data_position"}
         return model(**inputs)
 
     @torch.no_grad()

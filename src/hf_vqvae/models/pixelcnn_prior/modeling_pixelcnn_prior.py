@@ -8,7 +8,9 @@ upper level's codes (eq. 5; the VQ-VAE-2 bottom prior). Network:
     (with causal self-attention blocks between some of them) -> sum of the layers' skip outputs
     -> ReLU, 1x1 conv, ReLU, 1x1 conv -> logits (B, K, H, W)
 
-See `layers.py` for the stacks and their masks and `sampling.py` for the naive and the cached samplers.
+See `layers.py` for the stacks and their masks and `sampling.py` for the naive and the cached samplers. `forward`
+has no Python branch on a tensor's value (value checks become in-graph assertions when traced), so `torch.compile`
+traces the training forward without a graph break.
 """
 
 from __future__ import annotations
@@ -47,6 +49,19 @@ def _integer_tensor(value) -> bool:
     return isinstance(value, torch.Tensor) and not value.dtype.is_floating_point and not value.is_complex() and (
         value.dtype != torch.bool
     )
+
+
+def _check_failed(condition: torch.Tensor, traced_message: str) -> bool:
+    """Whether the bool tensor `condition` is False, for a value check that then raises a `ValueError`.
+
+    Traced (torch.compile, torch.export), a Python branch on a tensor's value would break the graph: the check
+    becomes an in-graph assertion (`torch._assert_async`, a RuntimeError with `traced_message`) and this returns
+    False. Duplicated from models/vqvae/quantizer.py (self-contained folder); tests keep the copies equal.
+    """
+    if torch.compiler.is_compiling():
+        torch._assert_async(condition, traced_message)
+        return False
+    return not bool(condition)
 
 
 def _shape(value):
@@ -276,8 +291,8 @@ class PixelCNNPriorModel(PixelCNNPriorPreTrainedModel):
             raise ValueError(f"{name} must hold integer code indices (torch.long), got dtype {codes.dtype}")
         if codes.numel() == 0:
             raise ValueError(f"{name} is empty (shape {tuple(codes.shape)}); pass at least one code")
-        low, high = int(codes.min()), int(codes.max())
-        if low < 0 or high >= size:
+        if _check_failed(((codes >= 0) & (codes < size)).all(), f"{name} must lie in [0, {size})"):
+            low, high = int(codes.min()), int(codes.max())
             raise ValueError(
                 f"{name} must lie in [0, {size}) (num_embeddings={size}), got values in [{low}, {high}]; were they "
                 f"produced by a VQ-VAE with another codebook size?"
@@ -304,8 +319,9 @@ class PixelCNNPriorModel(PixelCNNPriorPreTrainedModel):
                 f"class_labels must be a ({batch_size},) LongTensor (one label per code map), got "
                 f"{_shape(class_labels)}{dtype}"
             )
-        low, high = int(class_labels.min()), int(class_labels.max())
-        if low < 0 or high >= num_classes:
+        in_range = ((class_labels >= 0) & (class_labels < num_classes)).all()
+        if _check_failed(in_range, f"class_labels must lie in [0, {num_classes})"):
+            low, high = int(class_labels.min()), int(class_labels.max())
             raise ValueError(
                 f"class_labels must lie in [0, {num_classes}) (num_classes={num_classes}), got values in "
                 f"[{low}, {high}]"
@@ -343,8 +359,9 @@ class PixelCNNPriorModel(PixelCNNPriorPreTrainedModel):
                 f"it must have shape (batch, height / {factor}, width / {factor})"
                 + (f" = {expected}" if not (height % factor or width % factor) else "")
             )
-        low, high = int(condition_codes.min()), int(condition_codes.max())
-        if low < 0 or high >= size:
+        in_range = ((condition_codes >= 0) & (condition_codes < size)).all()
+        if _check_failed(in_range, f"condition_codes must lie in [0, {size})"):
+            low, high = int(condition_codes.min()), int(condition_codes.max())
             raise ValueError(
                 f"condition_codes must lie in [0, {size}) (condition_num_embeddings={size}), got values in "
                 f"[{low}, {high}]"

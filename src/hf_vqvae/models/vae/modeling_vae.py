@@ -7,6 +7,7 @@ q(z|x) = N(z; μ(x), diag σ²(x)) (appendix C.2), p(z) = N(0, I), and p(x|z) Be
 
 Log-likelihoods are in nats, summed over pixels (per example). This folder imports nothing outside itself (see
 `configuration_vae.py`), so a saved model loads with `trust_remote_code=True` where hf_vqvae is not installed.
+`forward` has no Python branch on a tensor's value, so `torch.compile` traces it without a graph break.
 """
 
 from __future__ import annotations
@@ -374,9 +375,10 @@ class VAEModel(VAEPreTrainedModel):
                 f"pixel_values has size {tuple(pixel_values.shape[2:])} but this VAE reads only {height}x{width} "
                 f"images (height x width; its linear layers see whole images); resize them with the image processor"
             )
-        if not torch.isfinite(pixel_values).all():
+        if _check_failed(torch.isfinite(pixel_values).all(), "pixel_values contains NaN or Inf values"):
             raise ValueError("pixel_values contains NaN or Inf values; check the image loading and normalisation")
-        if pixel_values.min() < 0 or pixel_values.max() > 1:
+        in_range = ((pixel_values >= 0) & (pixel_values <= 1)).all()
+        if _check_failed(in_range, "pixel_values must lie in [0, 1]"):
             raise ValueError(
                 f"pixel_values must lie in [0, 1] (the {self.config.decoder_distribution} decoder models intensities "
                 f"in [0, 1]), got values in [{pixel_values.min().item():.3g}, {pixel_values.max().item():.3g}]; "
@@ -393,6 +395,19 @@ class VAEModel(VAEPreTrainedModel):
 def _check_count(name: str, value) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+
+
+def _check_failed(condition: torch.Tensor, traced_message: str) -> bool:
+    """Whether the bool tensor `condition` is False, for a value check that then raises a `ValueError`.
+
+    Traced (torch.compile, torch.export), a Python branch on a tensor's value would break the graph: the check
+    becomes an in-graph assertion (`torch._assert_async`, a RuntimeError with `traced_message`) and this returns
+    False. Duplicated from models/vqvae/quantizer.py (self-contained folder); tests keep the copies equal.
+    """
+    if torch.compiler.is_compiling():
+        torch._assert_async(condition, traced_message)
+        return False
+    return not bool(condition)
 
 
 def _log_normal(x: torch.Tensor, mean: torch.Tensor, log_variance: torch.Tensor) -> torch.Tensor:

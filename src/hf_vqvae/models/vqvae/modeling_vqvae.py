@@ -3,6 +3,11 @@
 Levels are indexed top (coarsest) first. Encoding runs bottom-up through the encoders, then quantizes top-down:
 each lower level's quantizer input is its encoder output concatenated with a decoding of the quantized upper
 levels (VQ-VAE-2 Fig. 2a); the decoder reads every level, the upper ones upsampled to the bottom resolution.
+
+`forward`, `encode` and `decode_code` have no Python branch on a tensor's value: `torch.compile` traces the training
+forward without a graph break, `torch.export` exports `encode` and `decode_code` (value checks become in-graph
+assertions when traced). Before the first compiled training step, call `initialize_codebooks` on a batch (k-means).
+Channels-last weights and inputs (`model.to(memory_format=torch.channels_last)`) run every layer in that layout.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from transformers.utils import ModelOutput
 
 from .blocks import DECODERS, ENCODERS, Upsampler
 from .configuration_vqvae import VQVAE2Config, VQVAEConfig
-from .quantizer import VectorQuantizer
+from .quantizer import VectorQuantizer, _check_failed
 
 
 @dataclass
@@ -119,11 +124,7 @@ class VQPreTrainedModel(PreTrainedModel):
         features = self._encoder_features(pixel_values)
         quantized, outputs = [], []
         for level, quantizer in enumerate(self.quantizers):
-            inputs = features[level]
-            if level > 0:
-                condition = self.condition_decoders[level - 1](self._gather_upper_levels(quantized, level - 1))
-                inputs = torch.cat([condition, inputs], dim=1)
-            output = quantizer(self.pre_quantizers[level](inputs))
+            output = quantizer(self._quantizer_input(features, quantized, level))  # reads (B, D, H_l, W_l)
             quantized.append(output.quantized)
             outputs.append(output)
         return VQEncoderOutput(
@@ -135,6 +136,29 @@ class VQPreTrainedModel(PreTrainedModel):
             perplexity=torch.stack([output.perplexity for output in outputs]),
             usage=torch.stack([output.usage for output in outputs]),
         )
+
+    @torch.no_grad()
+    def initialize_codebooks(self, pixel_values: torch.FloatTensor) -> list[int]:
+        """k-means-initialise on this batch every level's codebook that still waits for it; returns those levels.
+
+        Top level first, each on its quantizer's inputs given the initialised levels above it: what the first eager
+        training step does inside `forward`. A compiled forward cannot branch on whether that is needed, so call
+        this on a first batch before compiling (`scripts/train.py --torch_compile` does). No-op once initialised
+        (after a first training step or `from_pretrained`); no EMA update, restart or gradient.
+        """
+        if all(bool(quantizer.initialized) for quantizer in self.quantizers):
+            return []
+        self._check_pixel_values(pixel_values)
+        features = self._encoder_features(pixel_values)
+        quantized, initialized = [], []
+        for level, quantizer in enumerate(self.quantizers):
+            latents = self._quantizer_input(features, quantized, level)  # (B, D, H_l, W_l)
+            if quantizer.initialize_codebook(latents):
+                initialized.append(level)
+            flat = latents.movedim(1, -1).reshape(-1, quantizer.embedding_dim)  # (B H_l W_l, D)
+            codes = quantizer.nearest_code(flat).reshape(latents.shape[0], *latents.shape[2:])  # (B, H_l, W_l)
+            quantized.append(quantizer.embed(codes).to(latents.dtype))
+        return initialized
 
     def decode(self, quantized: list[torch.FloatTensor]) -> torch.FloatTensor:
         """Code vectors per level (top first) -> images `(batch, num_channels, H, W)` in about [-1, 1]."""
@@ -173,6 +197,15 @@ class VQPreTrainedModel(PreTrainedModel):
             features[level] = hidden
         return features
 
+    def _quantizer_input(self, features: list[torch.Tensor], quantized: list[torch.Tensor], level: int) -> torch.Tensor:
+        """Level `level`'s quantizer input (B, D, H_l, W_l) from its encoder features and the upper levels' codes."""
+        inputs = features[level]  # (B, hidden, H_l, W_l)
+        if level > 0:
+            upper = self._gather_upper_levels(quantized, level - 1)  # (B, D * level, H_{l-1}, W_{l-1})
+            condition = self.condition_decoders[level - 1](upper)  # (B, D, H_l, W_l)
+            inputs = torch.cat([condition, inputs], dim=1)  # (B, D + hidden, H_l, W_l)
+        return self.pre_quantizers[level](inputs)
+
     def _gather_upper_levels(self, quantized: list[torch.Tensor], target: int) -> torch.Tensor:
         """Levels 0..target concatenated on channels, each brought to level `target`'s resolution."""
         upsampled = [self.upsamplers[f"{level}_to_{target}"](quantized[level]) for level in range(target)]
@@ -196,7 +229,7 @@ class VQPreTrainedModel(PreTrainedModel):
                 f"resize or crop to a multiple of {factor} (e.g. {height // factor * factor or factor}x"
                 f"{width // factor * factor or factor}) with the image processor"
             )
-        if not torch.isfinite(pixel_values).all():
+        if _check_failed(torch.isfinite(pixel_values).all(), "pixel_values contains NaN or Inf values"):
             raise ValueError("pixel_values contains NaN or Inf values; check the image loading and normalisation")
 
     def _check_codes(self, codes) -> list[torch.LongTensor]:

@@ -2,6 +2,12 @@
 
 A leaf block: it takes explicit arguments, not a config, and imports nothing from the rest of the package, so
 that it travels with the model folder when a model is saved for `trust_remote_code=True` users.
+
+The training forward has no Python branch on a tensor's value, so `torch.compile` traces it whole (no graph break)
+and `torch.export` exports `encode` / `decode_code`: code counts are a `scatter_add_`, dead-code restarts a masked
+update of every code, value checks an in-graph assertion when traced (`_check_failed`). The one step that is not
+traceable, the k-means initialisation on the first training batch, runs eagerly: by the forward in eager mode, or
+by `initialize_codebook` (`VQPreTrainedModel.initialize_codebooks`) before the first compiled step.
 """
 
 from __future__ import annotations
@@ -52,6 +58,14 @@ def _is_distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
+def _from_rank_zero(tensor: torch.Tensor) -> torch.Tensor:
+    """Rank 0's `tensor` on every process: a sum all-reduce of it and zeros elsewhere (exact). `dist.all_reduce`
+    traces under torch.compile (rewritten into a functional collective); `dist.broadcast` breaks the graph."""
+    summed = tensor.clone() if dist.get_rank() == 0 else torch.zeros_like(tensor)
+    dist.all_reduce(summed)
+    return summed
+
+
 class VectorQuantizer(nn.Module):
     """
     Nearest-neighbour vector quantizer with a straight-through gradient.
@@ -66,10 +80,12 @@ class VectorQuantizer(nn.Module):
         ema_bias_correction (`bool`, defaults to False): divide the EMA statistics by `1 - decay**t` (zero-debiasing,
             as in Sonnet's `VectorQuantizerEMA`); the statistics then start from zero instead of from the codebook.
         kmeans_init (`bool`, defaults to False): initialise the codebook by k-means (k-means++ seeds) on the first
-            training batch.
+            training batch. Under `torch.compile`, call `initialize_codebook` before the first compiled step: the
+            compiled forward only asserts that it was done.
         kmeans_iters (`int`, defaults to 10): Lloyd iterations of that k-means.
         dead_code_threshold (`int`, *optional*): in training, a code unused for this many consecutive steps is
-            replaced by a random encoder output of the current batch.
+            replaced by a random encoder output of the current batch (a row drawn for every code at every step, kept
+            only for the dead ones: a branch-free update that compiles into the training graph).
         rotation_trick (`bool`, defaults to False): pass gradients to the encoder through a rotation and rescaling
             of z_e onto its code instead of straight through (Fifty et al. 2024, "Restructuring Vector Quantization
             with the Rotation Trick", eq. 4); the forward value is still exactly the code vector.
@@ -175,8 +191,8 @@ class VectorQuantizer(nn.Module):
             )
         with torch.autocast(latents.device.type, enabled=False):
             flat = self._to_lookup_space(latents.float().movedim(1, -1).reshape(-1, self.embedding_dim))  # (N, d)
-            if self.training and not bool(self.initialized):
-                self._kmeans_init(flat.detach())
+            if self.training:
+                self._initialize_or_assert_initialized(flat.detach())
             codebook = self.lookup_codebook()  # (K, d)
             indices = nearest_code(flat, codebook)  # (N,)
             quantized = F.embedding(indices, codebook)  # (N, d), values before any EMA update of this step
@@ -194,6 +210,17 @@ class VectorQuantizer(nn.Module):
         output.usage = usage
         output.perplexity = _perplexity(usage)
         return output
+
+    @torch.no_grad()
+    def initialize_codebook(self, latents: torch.Tensor) -> bool:
+        """k-means-initialise the codebook on `latents` `(batch, embedding_dim, *spatial)` if it still waits for it
+        (`kmeans_init=True` and no training step yet); returns whether it did. The eager training forward does this
+        on its first batch; a compiled forward cannot (see the module docstring), so call this first."""
+        if bool(self.initialized):
+            return False
+        with torch.autocast(latents.device.type, enabled=False):
+            self._kmeans_init(self._to_lookup_space(latents.float().movedim(1, -1).reshape(-1, self.embedding_dim)))
+        return True
 
     @torch.no_grad()
     def nearest_code(self, flat: torch.Tensor) -> torch.LongTensor:
@@ -223,7 +250,8 @@ class VectorQuantizer(nn.Module):
         """Code vectors for `indices` of shape `(batch, *spatial)`, returned as `(batch, embedding_dim, *spatial)`."""
         if indices.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
             raise ValueError(f"codes must be an integer tensor, got dtype {indices.dtype}")
-        if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= self.num_embeddings):
+        in_range = (indices >= 0) & (indices < self.num_embeddings)
+        if indices.numel() and _check_failed(in_range.all(), f"codes must lie in [0, {self.num_embeddings})"):
             raise ValueError(
                 f"codes must lie in [0, {self.num_embeddings}), got values in "
                 f"[{int(indices.min())}, {int(indices.max())}]; were they made by a model with another codebook size?"
@@ -252,8 +280,21 @@ class VectorQuantizer(nn.Module):
             commitment_loss=commitment_loss,
         )
 
+    def _initialize_or_assert_initialized(self, flat: torch.Tensor) -> None:
+        """Training: k-means on the first batch in eager mode; traced, an in-graph check that it was done before."""
+        if torch.compiler.is_compiling():
+            torch._assert_async(
+                self.initialized,
+                "the k-means initialisation of the codebook has not run: call model.initialize_codebooks(pixel_values) "
+                "(or VectorQuantizer.initialize_codebook) on a first batch before the first compiled training step",
+            )
+        elif not bool(self.initialized):
+            self._kmeans_init(flat)
+
     def _usage(self, indices: torch.LongTensor) -> torch.LongTensor:
-        usage = torch.bincount(indices, minlength=self.num_embeddings)
+        # A scatter-add rather than `bincount`, whose output length depends on the values (a graph break).
+        usage = torch.zeros(self.num_embeddings, dtype=torch.long, device=indices.device)
+        usage.scatter_add_(0, indices, torch.ones_like(indices))
         if self.training and _is_distributed() and not self.use_ema:
             dist.all_reduce(usage)  # the EMA path reduces usage together with its statistics
         return usage
@@ -281,7 +322,7 @@ class VectorQuantizer(nn.Module):
         self.ema_steps.add_(1)
         cluster_size, embed_sum_avg = self.ema_cluster_size, self.ema_embed_sum
         if self.ema_bias_correction:
-            correction = 1.0 - decay ** self.ema_steps.item()
+            correction = self._bias_correction(self.ema_steps)
             cluster_size, embed_sum_avg = cluster_size / correction, embed_sum_avg / correction
         # Laplace smoothing keeps every N_i > 0 (Sonnet's VectorQuantizerEMA).
         total = cluster_size.sum()
@@ -289,19 +330,32 @@ class VectorQuantizer(nn.Module):
         codebook = embed_sum_avg / smoothed[:, None]
         self.codebook.data.copy_(F.normalize(codebook, dim=1) if self.use_cosine_sim else codebook)
 
+    def _bias_correction(self, steps: torch.Tensor) -> torch.Tensor:
+        """1 - decay**t for the step count `steps` (a 0-d tensor), in float64 as Python would compute it."""
+        return 1.0 - torch.pow(self.ema_decay, steps.double())
+
     @torch.no_grad()
     def _restart_dead_codes(self, flat: torch.Tensor, usage: torch.LongTensor) -> None:
+        """Codes unused for `dead_code_threshold` steps move onto random encoder outputs of this batch.
+
+        Branch-free: a candidate row is drawn for every code and kept only where the code is dead, so no Python
+        branch depends on how many codes died (torch.compile traces it into the training graph).
+        """
         self.steps_since_used.add_(1).masked_fill_(usage > 0, 0)
-        dead = (self.steps_since_used >= self.dead_code_threshold).nonzero().squeeze(1)
-        if dead.numel() == 0:
-            return
+        dead = self.steps_since_used >= self.dead_code_threshold  # (K,)
         # Random encoder outputs of this batch; rank 0 chooses so every process gets the same codebook.
-        choice = torch.randint(0, flat.shape[0], (dead.numel(),), device=flat.device)
-        replacements = flat[choice].contiguous()
+        choice = torch.randint(0, flat.shape[0], (self.num_embeddings,), device=flat.device)
+        replacements = flat[choice]  # (K, d)
         if _is_distributed():
-            dist.broadcast(replacements, src=0)
-        self._set_codes(dead, replacements)
-        self.steps_since_used[dead] = 0
+            replacements = _from_rank_zero(replacements)
+        vectors = torch.where(dead[:, None], replacements.to(self.codebook.dtype), self.codebook)
+        self.codebook.data.copy_(vectors)
+        if self.use_ema:
+            # A restarted code's statistics start as if it had been chosen once (see `_set_codes`).
+            scale = self._bias_correction(self.ema_steps.clamp(min=1)).float() if self.ema_bias_correction else 1.0
+            self.ema_cluster_size.copy_(torch.where(dead, scale, self.ema_cluster_size))
+            self.ema_embed_sum.copy_(torch.where(dead[:, None], replacements * scale, self.ema_embed_sum))
+        self.steps_since_used.masked_fill_(dead, 0)
 
     @torch.no_grad()
     def _kmeans_init(self, flat: torch.Tensor) -> None:
@@ -344,7 +398,7 @@ class VectorQuantizer(nn.Module):
         if self.use_ema:
             counts = torch.ones(len(which), device=vectors.device) if counts is None else counts
             # Stored statistics are biased by (1 - decay**t) under bias correction: store them that way too.
-            scale = 1.0 - self.ema_decay ** max(int(self.ema_steps), 1) if self.ema_bias_correction else 1.0
+            scale = self._bias_correction(self.ema_steps.clamp(min=1)) if self.ema_bias_correction else 1.0
             self.ema_cluster_size[which] = (counts * scale).to(self.ema_cluster_size.dtype)
             self.ema_embed_sum[which] = (vectors * (counts * scale)[:, None]).to(self.ema_embed_sum.dtype)
 
@@ -431,11 +485,14 @@ def nearest_code(flat: torch.Tensor, codebook: torch.Tensor) -> torch.LongTensor
     """argmin_k ‖z - e_k‖² for each row z of `flat` (N, D), against `codebook` (K, D).
 
     ‖z - e‖² = ‖z‖² - 2 z·e + ‖e‖²; ‖z‖² is the same for every code of a row, so the argmin needs one fused
-    `addmm` (‖e‖² - 2 z·eᵀ) per block of rows and an `argmin`.
+    `addmm` (‖e‖² - 2 z·eᵀ) per block of rows and an `argmin`. Traced (torch.compile, torch.export), one
+    out-of-place `addmm` for all rows: the compiler plans the buffers, and `out=` into views does not export.
     """
+    codebook_sq = codebook.pow(2).sum(dim=1)  # (K,)
+    if torch.compiler.is_compiling():
+        return torch.addmm(codebook_sq, flat, codebook.t(), alpha=-2.0).argmin(dim=1)  # (N,)
     num_rows = flat.shape[0]
     chunk_rows = _DISTANCE_CHUNK_ROWS if flat.device.type == "cpu" else _DISTANCE_CHUNK_ROWS_ACCELERATOR
-    codebook_sq = codebook.pow(2).sum(dim=1)  # (K,)
     indices = torch.empty(num_rows, dtype=torch.long, device=flat.device)
     block = flat.new_empty(min(chunk_rows, num_rows), codebook.shape[0])
     for start in range(0, num_rows, chunk_rows):
@@ -457,6 +514,19 @@ def _kmeans_plus_plus_seeds(flat: torch.Tensor, num_seeds: int) -> torch.Tensor:
         seeds[index] = flat[torch.multinomial(weights, 1)]
         closest = torch.minimum(closest, (flat - seeds[index]).pow(2).sum(dim=1))
     return seeds
+
+
+def _check_failed(condition: torch.Tensor, traced_message: str) -> bool:
+    """Whether the bool tensor `condition` is False, for a value check that then raises a `ValueError`.
+
+    Traced (torch.compile, torch.export), a Python branch on a tensor's value would break the graph: the check
+    becomes an in-graph assertion (`torch._assert_async`, a RuntimeError with `traced_message`) and this returns
+    False. Duplicated in the other model folders (self-contained for remote code); tests keep the copies equal.
+    """
+    if torch.compiler.is_compiling():
+        torch._assert_async(condition, traced_message)
+        return False
+    return not bool(condition)
 
 
 def _perplexity(usage: torch.LongTensor) -> torch.FloatTensor:

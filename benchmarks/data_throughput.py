@@ -1,0 +1,301 @@
+"""Data pipeline throughput with DataLoader workers: images/s at 256 px on photo-sized JPEGs, for 0, 1, 2 ... workers,
+next to the images/s of a VQ-VAE-2 (`imagenet256-paper`) training step on the same machine.
+
+Photos. Without `--folder`, `--photos` (default 400) distinct JPEGs are made once into `--photos_dir` (default
+`outputs/benchmark_photos`) from the two 427x640 photos that ship inside scikit-learn
+(`sklearn.datasets.load_sample_images()`: a temple in China, a flower): each is a random crop (50-100 % of each side) of
+one of them, flipped at random, resized to a typical photo size (60 % 640x480, then 800x600, 1024x768, 480x640
+portrait, 1280x960) and saved at JPEG quality 80-95. A folder given with `--folder` is read instead (any `imagefolder`).
+
+Pipeline. The folder goes through the project's data module as training reads it: `load_image_splits` (an
+`imagefolder`, not streamed), `ImageTransform(256, 3, center_crop=False, random_flip=True)` (decode, convert, resize
+the short side to 256, random 256x256 crop, random flip, scale to [-1, 1]) and `batches_for_rank(batch_size=16,
+num_workers=N)` (DataLoader worker processes decoding chunks of 16 examples; assembling the batches in this process).
+Each pass reads one epoch (`--images` images at most); after `--warmup_batches` untimed batches (worker start-up,
+pipeline fill) the rest is timed: img/s = images / seconds. Passes run `--repeats` times, the worker counts
+interleaved; the median is kept. `first_batch_s` is the time to the first batch (worker start-up included).
+
+Training step. `benchmarks/train_throughput.py`'s `time_training` (zero_grad, forward, backward, clip 1.0, AdamW) of
+VQ-VAE-2 `imagenet256-paper` at 256x256x3, batch 16 (`--train_batch_size`), median of `--train_repeats` steps after
+one warm-up step, with `--threads` torch threads (default: all cores). `--skip_train` leaves it out.
+
+Target (printed as PASS or MISS, never enforced by the exit status): 2 workers give >= 1.8x the images/s of 0 workers.
+
+Usage::
+
+    .venv/bin/python benchmarks/data_throughput.py [--workers 0 1 2] [--repeats 3] [--json out.json]
+    .venv/bin/python benchmarks/data_throughput.py --folder /path/to/photos --skip_train
+    .venv/bin/python benchmarks/data_throughput.py --quick          # smoke run: 48 small photos, 1 repeat, no training step
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_PHOTOS_DIR = ROOT / "outputs" / "benchmark_photos"
+PHOTO_SIZES = [(640, 480)] * 6 + [(800, 600), (1024, 768), (480, 640), (1280, 960)]  # (width, height)
+TARGET_SPEEDUP = 1.8  # 2 workers over 0
+
+
+def _train_throughput():
+    """benchmarks/train_throughput.py as a module (its training-step timing and CPU watch are reused)."""
+    spec = importlib.util.spec_from_file_location("train_throughput", Path(__file__).with_name("train_throughput.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Photos
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def make_photos(folder: Path, count: int, seed: int = 0, sizes=PHOTO_SIZES) -> Path:
+    """`count` distinct photo-sized JPEGs from scikit-learn's two sample photos (kept when already there)."""
+    from sklearn.datasets import load_sample_images
+
+    marker = folder / f".made-{count}-{seed}-{len(sizes)}"
+    if marker.is_file():
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob("*.jpg"):
+        old.unlink()
+    sources = [Image.fromarray(image) for image in load_sample_images().images]  # two 427x640 RGB photos
+    rng = np.random.default_rng(seed)
+    for index in range(count):
+        source = sources[index % len(sources)]
+        width, height = source.size
+        crop_w, crop_h = (int(side * rng.uniform(0.5, 1.0)) for side in (width, height))
+        left, top = int(rng.integers(0, width - crop_w + 1)), int(rng.integers(0, height - crop_h + 1))
+        image = source.crop((left, top, left + crop_w, top + crop_h))
+        if rng.random() < 0.5:
+            image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        image = image.resize(sizes[int(rng.integers(0, len(sizes)))], Image.Resampling.BICUBIC)
+        image.save(folder / f"photo-{index:05d}.jpg", quality=int(rng.integers(80, 96)))
+    marker.write_text("")
+    return folder
+
+
+def describe_folder(folder: Path) -> dict:
+    files = sorted(path for path in folder.rglob("*") if path.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp"))
+    if not files:
+        raise SystemExit(f"{folder} holds no .jpg/.jpeg/.png/.webp image")
+    sizes = []
+    for path in files:
+        with Image.open(path) as image:
+            sizes.append(image.size)
+    pixels = [width * height for width, height in sizes]
+    median = sizes[int(np.argsort(pixels)[len(pixels) // 2])]
+    return {"folder": str(folder), "files": len(files), "median_size": f"{median[0]}x{median[1]}",
+            "median_kb": round(statistics.median(path.stat().st_size for path in files) / 1024, 1)}  # fmt: skip
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Timing
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def time_pipeline(train, image_column: str, num_workers: int, config: dict, repeat: int) -> dict:
+    """One pass over `train` with `num_workers` workers: images/s after the warm-up batches."""
+    from hf_vqvae.data import BatchStats, ImageTransform, batches_for_rank
+
+    transform = ImageTransform(config["resolution"], 3, (-1.0, 1.0), center_crop=False, random_flip=True)
+    stats = BatchStats()
+    start = time.perf_counter()
+    batches = batches_for_rank(train, image_column, transform, batch_size=config["batch_size"], seed=0, epoch=repeat,
+                               stats=stats, num_workers=num_workers)  # fmt: skip
+    warmup, images, first_batch, shape = config["warmup_batches"], 0, None, None
+    timed_from = start if warmup == 0 else None  # the clock of the timed batches starts when the warm-up ends
+    for index, batch in enumerate(batches):
+        now = time.perf_counter()
+        first_batch = now - start if first_batch is None else first_batch
+        if index >= warmup:
+            images += batch["pixel_values"].shape[0]
+        if index + 1 == warmup:
+            timed_from = now
+        shape = list(batch["pixel_values"].shape)
+        if index + 1 >= config["max_batches"]:
+            break
+    end = time.perf_counter()
+    batches.close()  # shuts the workers down (not timed)
+    if images == 0:
+        raise SystemExit(f"no batch after the {warmup} warm-up batches: use more photos or a larger --images")
+    return {"workers": num_workers, "img_s": images / (end - timed_from), "first_batch_s": first_batch,
+            "pass_img_s": (images + warmup * config["batch_size"]) / (end - start), "skipped": stats.skipped,
+            "batch_shape": shape}  # fmt: skip
+
+
+def time_training_step(config: dict) -> dict:
+    throughput = _train_throughput()
+    from hf_vqvae import VQVAE2Config, VQVAE2Model
+
+    row = throughput.Row(f"vqvae2_imagenet256-paper@{config['resolution']}", "VQ-VAE-2", "imagenet256-paper",
+                         VQVAE2Config, VQVAE2Model, {"image_size": config["resolution"]}, (-1.0, 1.0), "")  # fmt: skip
+    step_config = {"seed": 0, "batch_size": config["train_batch_size"], "warmup": 1,
+                   "repeats": config["train_repeats"], "max_grad_norm": 1.0}  # fmt: skip
+    return throughput.time_training(row, step_config)
+
+
+class CpuWatch:
+    """CPU time that other processes used during the run, from /proc/stat (Linux; None elsewhere). Unlike
+    train_throughput's, it counts this process's DataLoader workers (reaped children) as its own."""
+
+    def __init__(self):
+        self.start = self._sample()
+
+    @staticmethod
+    def _sample() -> tuple[float, float, float] | None:
+        try:
+            with open("/proc/stat") as handle:
+                fields = [int(value) for value in handle.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        busy = sum(fields) - fields[3] - (fields[4] if len(fields) > 4 else 0)  # all but idle and iowait
+        times = os.times()
+        own = times.user + times.system + times.children_user + times.children_system
+        return time.perf_counter(), busy / os.sysconf("SC_CLK_TCK"), own
+
+    def other_cores(self) -> float | None:
+        """Average number of cores other processes kept busy since the start."""
+        end = self._sample()
+        if self.start is None or end is None or end[0] <= self.start[0]:
+            return None
+        others = (end[1] - self.start[1]) - (end[2] - self.start[2])
+        return round(max(0.0, others) / (end[0] - self.start[0]), 3)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Command line and report
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)  # fmt: skip
+    parser.add_argument("--folder", help="a folder of images to read instead of the generated photos")
+    parser.add_argument("--photos", type=int, default=400, help="photos to generate (without --folder)")
+    parser.add_argument("--photos_dir", default=str(DEFAULT_PHOTOS_DIR), help="where the photos are generated")
+    parser.add_argument("--workers", type=int, nargs="+", default=list(range(0, min(max(2, cores), 8) + 1)),
+                        help="DataLoader worker counts to time")  # fmt: skip
+    parser.add_argument("--resolution", type=int, default=256, help="training resolution (random square crops)")
+    parser.add_argument("--batch_size", type=int, default=16, help="images per batch")
+    parser.add_argument("--images", type=int, default=400, help="images read per pass at most (one epoch at most)")
+    parser.add_argument("--warmup_batches", type=int, default=2, help="untimed batches at the start of each pass")
+    parser.add_argument("--repeats", type=int, default=3, help="passes per worker count (interleaved); median kept")
+    parser.add_argument("--threads", type=int, default=cores, help="torch threads of the training step")
+    parser.add_argument("--train_batch_size", type=int, default=16, help="batch of the timed training step")
+    parser.add_argument("--train_repeats", type=int, default=3, help="timed training steps (after one warm-up)")
+    parser.add_argument("--skip_train", action="store_true", help="do not time the training step")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: 48 photos of 320x240 in a temporary folder, 1 repeat, no training step")  # fmt: skip
+    parser.add_argument("--json", metavar="PATH", help="also write the results to this JSON file")
+    args = parser.parse_args(argv)
+    if min(args.photos, args.resolution, args.batch_size, args.images, args.repeats, args.threads,
+           args.train_batch_size, args.train_repeats) < 1 or args.warmup_batches < 0 or min(args.workers) < 0:  # fmt: skip
+        parser.error("counts and sizes must be >= 1, --warmup_batches and --workers >= 0")
+    return args
+
+
+def main(args: argparse.Namespace) -> dict:
+    if args.folder:
+        return run(args, Path(args.folder))
+    if args.quick:  # small photos in a temporary folder, removed afterwards
+        with tempfile.TemporaryDirectory(prefix="photos-") as folder:
+            return run(args, make_photos(Path(folder), 48, sizes=[(320, 240)]))
+    return run(args, make_photos(Path(args.photos_dir), args.photos))
+
+
+def run(args: argparse.Namespace, folder: Path) -> dict:
+    throughput = _train_throughput()
+    watch = CpuWatch()
+    torch.set_num_threads(args.threads)
+    from hf_vqvae.data import DataArguments, load_image_splits
+
+    config = {
+        "resolution": 64 if args.quick else args.resolution, "batch_size": args.batch_size,
+        "warmup_batches": 1 if args.quick else args.warmup_batches, "repeats": 1 if args.quick else args.repeats,
+        "max_batches": max(1, args.images // args.batch_size), "threads": args.threads,
+        "train_batch_size": args.train_batch_size, "train_repeats": args.train_repeats,
+        "transform": "decode + RGB + resize short side + random crop + random flip + scale to [-1, 1]",
+    }  # fmt: skip
+    splits = load_image_splits(DataArguments(train_data_dir=str(folder), eval_split="train"), seed=0)
+    runs = {workers: [] for workers in args.workers}
+    for repeat in range(config["repeats"]):
+        for workers in args.workers:
+            runs[workers].append(time_pipeline(splits.train, splits.image_column, workers, config, repeat))
+    pipeline = {}
+    for workers, passes in runs.items():
+        rates = [run["img_s"] for run in passes if run["img_s"]]
+        pipeline[str(workers)] = {
+            "img_s": statistics.median(rates) if rates else None, "best_img_s": max(rates, default=None),
+            "passes_img_s": rates,
+            "first_batch_s": statistics.median(run["first_batch_s"] for run in passes),
+            "pass_img_s": statistics.median(run["pass_img_s"] for run in passes),
+            "batch_shape": passes[-1]["batch_shape"], "skipped": passes[-1]["skipped"],
+        }  # fmt: skip
+    base = pipeline.get("0", {}).get("img_s")
+    for row in pipeline.values():
+        row["speedup"] = row["img_s"] / base if base and row["img_s"] else None
+    train = None if args.skip_train or args.quick else time_training_step(config)
+    two = pipeline.get("2", {}).get("speedup")
+    results = {
+        "data_img_s": {workers: row["img_s"] for workers, row in pipeline.items()},
+        "speedup_2_workers": two,
+        "train_vqvae2_imagenet256_img_s": None if train is None else train["img_s"],
+        "targets": {f"speedup_2_workers >= {TARGET_SPEEDUP:g}": None if two is None else two >= TARGET_SPEEDUP},
+        "pipeline": pipeline, "training": train, "photos": describe_folder(folder), "config": config,
+        "machine": throughput.machine_facts(watch),
+    }  # fmt: skip
+    print_report(results)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+        print(f"\nwrote {args.json}")
+    return results
+
+
+def print_report(results: dict) -> None:
+    photos, config, machine = results["photos"], results["config"], results["machine"]
+    print(f"{photos['files']} images in {photos['folder']} (median {photos['median_size']}, {photos['median_kb']} KB); "
+          f"{config['resolution']}x{config['resolution']} crops, batch {config['batch_size']}; "
+          f"{machine['cpu_count']} CPUs, torch {machine['torch']}")  # fmt: skip
+    header = (f"{'workers':>8}{'img/s':>10}{'x 0 workers':>13}{'best img/s':>12}{'first batch s':>15}"
+              f"{'pass img/s':>12}  passes img/s")  # fmt: skip
+    print(header)
+    print("-" * len(header))
+    for workers, row in results["pipeline"].items():
+        rate = "-" if row["img_s"] is None else f"{row['img_s']:.1f}"
+        speedup = "-" if row["speedup"] is None else f"{row['speedup']:.2f}x"
+        passes = ", ".join(f"{value:.0f}" for value in row["passes_img_s"])
+        best = "-" if row["best_img_s"] is None else f"{row['best_img_s']:.1f}"
+        print(f"{workers:>8}{rate:>10}{speedup:>13}{best:>12}{row['first_batch_s']:>15.2f}{row['pass_img_s']:>12.1f}"
+              f"  {passes}")  # fmt: skip
+    train = results["training"]
+    if train is not None:
+        print(f"VQ-VAE-2 imagenet256-paper training step, {'x'.join(map(str, train['input_shape']))}, "
+              f"{machine['threads']} threads: {train['median_step_ms'] / 1e3:.2f} s/step = {train['img_s']:.1f} img/s "
+              f"(median of {config['train_repeats']})")  # fmt: skip
+    others = machine["other_processes_cores"]
+    if others is not None and others > 0.25:
+        print(f"warning: other processes kept {others:.2f} of {machine['cpu_count']} cores busy during this run: "
+              "the figures are low and noisy; rerun on a quiet machine")  # fmt: skip
+    for target, met in results["targets"].items():
+        print(f"{'SKIP' if met is None else 'PASS' if met else 'MISS'}  {target}")
+
+
+if __name__ == "__main__":
+    main(parse_args())
