@@ -150,34 +150,6 @@ def time_training_step(config: dict) -> dict:
     return throughput.time_training(row, step_config)
 
 
-class CpuWatch:
-    """CPU time that other processes used during the run, from /proc/stat (Linux; None elsewhere). Unlike
-    train_throughput's, it counts this process's DataLoader workers (reaped children) as its own."""
-
-    def __init__(self):
-        self.start = self._sample()
-
-    @staticmethod
-    def _sample() -> tuple[float, float, float] | None:
-        try:
-            with open("/proc/stat") as handle:
-                fields = [int(value) for value in handle.readline().split()[1:]]
-        except (OSError, ValueError):
-            return None
-        busy = sum(fields) - fields[3] - (fields[4] if len(fields) > 4 else 0)  # all but idle and iowait
-        times = os.times()
-        own = times.user + times.system + times.children_user + times.children_system
-        return time.perf_counter(), busy / os.sysconf("SC_CLK_TCK"), own
-
-    def other_cores(self) -> float | None:
-        """Average number of cores other processes kept busy since the start."""
-        end = self._sample()
-        if self.start is None or end is None or end[0] <= self.start[0]:
-            return None
-        others = (end[1] - self.start[1]) - (end[2] - self.start[2])
-        return round(max(0.0, others) / (end[0] - self.start[0]), 3)
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # Command line and report
 # ----------------------------------------------------------------------------------------------------------------
@@ -222,7 +194,7 @@ def main(args: argparse.Namespace) -> dict:
 
 def run(args: argparse.Namespace, folder: Path) -> dict:
     throughput = _train_throughput()
-    watch = CpuWatch()
+    watch = _train_throughput().CpuWatch(count_children=True)  # the DataLoader workers are this run's own
     torch.set_num_threads(args.threads)
     from hf_vqvae.data import DataArguments, load_image_splits
 

@@ -455,13 +455,16 @@ def package_version(name: str) -> str | None:
 
 
 class CpuWatch:
-    """CPU time that other processes used during the run, from /proc/stat (Linux; None elsewhere)."""
+    """CPU time that other processes used during the run, from /proc/stat (Linux; None elsewhere).
 
-    def __init__(self):
+    `count_children=True` counts this process's reaped children (e.g. DataLoader workers) as its own.
+    """
+
+    def __init__(self, count_children: bool = False):
+        self.count_children = count_children
         self.start = self._sample()
 
-    @staticmethod
-    def _sample() -> tuple[float, float, float] | None:
+    def _sample(self) -> tuple[float, float, float] | None:
         try:
             with open("/proc/stat") as handle:
                 fields = [int(value) for value in handle.readline().split()[1:]]
@@ -469,7 +472,10 @@ class CpuWatch:
             return None
         busy = sum(fields) - fields[3] - (fields[4] if len(fields) > 4 else 0)  # all but idle and iowait
         times = os.times()
-        return time.perf_counter(), busy / os.sysconf("SC_CLK_TCK"), times.user + times.system
+        own = times.user + times.system
+        if self.count_children:
+            own += times.children_user + times.children_system
+        return time.perf_counter(), busy / os.sysconf("SC_CLK_TCK"), own
 
     def other_cores(self) -> float | None:
         """Average number of cores other processes kept busy since the start."""
