@@ -122,3 +122,28 @@ def test_real_mnist_folder_streams(shared_dir):
     batch = next(batches_for_rank(splits.train, splits.image_column, ImageTransform(28, 1), batch_size=8, seed=0,
                                   epoch=0, shuffle_buffer_size=64))  # fmt: skip
     assert batch["pixel_values"].shape == (8, 1, 28, 28) and torch.isfinite(batch["pixel_values"]).all()
+
+
+def test_sample_limits_draw_a_seeded_random_subset_of_a_label_sorted_split(tmp_path):
+    """CIFAR-10's files are sorted by label: the first 512 test images are all airplanes. A limit must draw from
+    the whole split (every class), the same rows for the same seed, kept in file order."""
+    write_parquet_dataset(tmp_path / "ds", 200, split="train")
+    write_parquet_dataset(tmp_path / "ds", 100, split="test")
+
+    def limited(seed):
+        splits = load_image_splits(DataArguments(dataset_name=str(tmp_path / "ds"), max_train_samples=50,
+                                                 max_eval_samples=20), seed=seed)  # fmt: skip
+        read = lambda split: _values(batches_for_rank(split, "image", TRANSFORM, batch_size=5, seed=0, epoch=0,  # noqa: E731
+                                                      shuffle=False, drop_last=False))  # fmt: skip
+        return read(splits.train), read(splits.eval)
+
+    train, held_out = limited(seed=0)
+    assert len(train) == 50 and len(held_out) == 20
+    assert len(set(train)) == 50 and set(held_out) <= set(range(100))
+    assert train == sorted(train) and held_out == sorted(held_out), "the subset keeps the file order"
+    assert max(train) >= 150 and max(held_out) >= 60, "drawn from the whole split, not its first rows"
+    assert train != list(range(50)) and held_out != list(range(20))
+    assert limited(seed=0) == (train, held_out), "the same rows for the same seed"
+    assert limited(seed=1) != (train, held_out)
+    # Read as a split sorted by label (class = value // 10): the first 20 rows would hold 2 of the 10 classes.
+    assert len({value // 10 for value in held_out}) >= 7

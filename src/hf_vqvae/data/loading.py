@@ -45,8 +45,12 @@ class DataArguments:
     )
     center_crop: bool = field(default=True, metadata={"help": "Centre-crop to the resolution (else random crops)."})
     random_flip: bool = field(default=False, metadata={"help": "Flip training images horizontally at random."})
-    max_train_samples: int | None = field(default=None, metadata={"help": "Use at most this many training images."})
-    max_eval_samples: int | None = field(default=512, metadata={"help": "Evaluate on at most this many images."})
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "Use at most this many training images: a seeded random subset (a stream's first)."}
+    )
+    max_eval_samples: int | None = field(
+        default=512, metadata={"help": "Evaluate on at most this many images: a seeded random subset (a stream's first)."}
+    )
     shuffle_buffer_size: int = field(default=1000, metadata={"help": "Shuffle buffer of a streamed dataset."})
 
     def __post_init__(self):
@@ -85,7 +89,7 @@ def load_image_splits(args: DataArguments, seed: int = 0) -> ImageSplits:
         evaluation = loaded[eval_name]
     else:
         train, evaluation = _hold_out(train, args, seed)
-    train, evaluation = (_limit(split, limit) for split, limit in ((train, args.max_train_samples), (evaluation, args.max_eval_samples)))
+    train, evaluation = (_limit(split, limit, seed) for split, limit in ((train, args.max_train_samples), (evaluation, args.max_eval_samples)))
     train, evaluation = (split.cast_column(image_column, datasets.Image(decode=False)) for split in (train, evaluation))
     _check_not_empty(train, source, "train")
     train, evaluation = (_without_empty_labels(split) for split in (train, evaluation))
@@ -150,12 +154,17 @@ def _hold_out(train, args: DataArguments, seed: int):
     return parts["train"], parts["test"]
 
 
-def _limit(split, limit: int | None):
+def _limit(split, limit: int | None, seed: int):
+    """At most `limit` examples: a seeded random subset, kept in file order, of a split on disk (files are often
+    sorted by label: CIFAR-10's are, and their first 512 test images are all airplanes); a stream's first `limit`."""
     if limit is None:
         return split
     if isinstance(split, IterableDataset):
         return split.take(limit)
-    return split.select(range(min(limit, split.num_rows)))
+    if limit >= split.num_rows:
+        return split
+    chosen = np.random.default_rng(seed).choice(split.num_rows, size=limit, replace=False)
+    return split.select(np.sort(chosen))
 
 
 def _check_not_empty(train, source: str, name: str) -> None:
@@ -189,7 +198,7 @@ def _sklearn_digits_splits(args: DataArguments, seed: int) -> ImageSplits:
     features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(num_classes=10)})
     table = Dataset.from_dict({"image": list(images), "label": digits.target.tolist()}, features=features)
     parts = table.train_test_split(test_size=args.eval_fraction, seed=seed)
-    train, evaluation = _limit(parts["train"], args.max_train_samples), _limit(parts["test"], args.max_eval_samples)
+    train, evaluation = _limit(parts["train"], args.max_train_samples, seed), _limit(parts["test"], args.max_eval_samples, seed)
     if args.streaming:
         train, evaluation = train.to_iterable_dataset(), evaluation.to_iterable_dataset()
     train, evaluation = (split.cast_column("image", datasets.Image(decode=False)) for split in (train, evaluation))
