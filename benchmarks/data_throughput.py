@@ -5,15 +5,19 @@ Photos. Without `--folder`, `--photos` (default 400) distinct JPEGs are made onc
 `outputs/benchmark_photos`) from the two 427x640 photos that ship inside scikit-learn
 (`sklearn.datasets.load_sample_images()`: a temple in China, a flower): each is a random crop (50-100 % of each side) of
 one of them, flipped at random, resized to a typical photo size (60 % 640x480, then 800x600, 1024x768, 480x640
-portrait, 1280x960) and saved at JPEG quality 80-95. A folder given with `--folder` is read instead (any `imagefolder`).
+portrait, 1280x960; `--photo_size WxH` makes them all that size, e.g. 4032x3024 for 12 MP phone photos) and saved
+at JPEG quality 80-95. A folder given with `--folder` is read instead (any `imagefolder`).
 
 Pipeline. The folder goes through the project's data module as training reads it: `load_image_splits` (an
-`imagefolder`, not streamed), `ImageTransform(256, 3, center_crop=False, random_flip=True)` (decode, convert, resize
-the short side to 256, random 256x256 crop, random flip, scale to [-1, 1]) and `batches_for_rank(batch_size=16,
+`imagefolder`, not streamed), `ImageTransform(256, 3, center_crop=False, random_flip=True)` (decode, a JPEG at the
+smallest of libjpeg's 1, 1/2, 1/4, 1/8 scales that covers 256 px, convert, resize the short side to 256, random
+256x256 crop, random flip, scale to [-1, 1]) and `batches_for_rank(batch_size=16,
 num_workers=N)` (DataLoader worker processes decoding chunks of 16 examples; assembling the batches in this process).
 Each pass reads one epoch (`--images` images at most); after `--warmup_batches` untimed batches (worker start-up,
 pipeline fill) the rest is timed: img/s = images / seconds. Passes run `--repeats` times, the worker counts
 interleaved; the median is kept. `first_batch_s` is the time to the first batch (worker start-up included).
+`--full_decode_row` adds a row ``0 full-size``: 0 workers with every JPEG decoded at full size, as the pipeline
+did before its reduced-scale decoding, timed in the same interleaved rounds.
 
 Training step. `benchmarks/train_throughput.py`'s `time_training` (zero_grad, forward, backward, clip 1.0, AdamW) of
 VQ-VAE-2 `imagenet256-paper` at 256x256x3, batch 16 (`--train_batch_size`), median of `--train_repeats` steps after
@@ -38,6 +42,7 @@ import statistics
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -68,7 +73,7 @@ def make_photos(folder: Path, count: int, seed: int = 0, sizes=PHOTO_SIZES) -> P
     """`count` distinct photo-sized JPEGs from scikit-learn's two sample photos (kept when already there)."""
     from sklearn.datasets import load_sample_images
 
-    marker = folder / f".made-{count}-{seed}-{len(sizes)}"
+    marker = folder / f".made-{count}-{seed}-{'-'.join(f'{w}x{h}' for w, h in sorted(set(sizes)))}"
     if marker.is_file():
         return folder
     folder.mkdir(parents=True, exist_ok=True)
@@ -109,8 +114,25 @@ def describe_folder(folder: Path) -> dict:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def time_pipeline(train, image_column: str, num_workers: int, config: dict, repeat: int) -> dict:
+@contextmanager
+def full_size_jpeg_decode():
+    """The pipeline without reduced-scale JPEG decoding (every JPEG decoded at its full size, then resized), for the
+    `--full_decode_row` comparison. Workers are forked inside the block, so they see it too."""
+    import hf_vqvae.data.pipeline as pipeline
+
+    original = pipeline.decode_image
+    pipeline.decode_image = lambda raw, max_pixels=pipeline.MAX_IMAGE_PIXELS, cover=None, mode=None: original(raw, max_pixels)
+    try:
+        yield
+    finally:
+        pipeline.decode_image = original
+
+
+def time_pipeline(train, image_column: str, num_workers: int, config: dict, repeat: int, full_decode=False) -> dict:
     """One pass over `train` with `num_workers` workers: images/s after the warm-up batches."""
+    if full_decode:
+        with full_size_jpeg_decode():
+            return time_pipeline(train, image_column, num_workers, config, repeat)
     from hf_vqvae.data import BatchStats, ImageTransform, batches_for_rank
 
     transform = ImageTransform(config["resolution"], 3, (-1.0, 1.0), center_crop=False, random_flip=True)
@@ -162,6 +184,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--folder", help="a folder of images to read instead of the generated photos")
     parser.add_argument("--photos", type=int, default=400, help="photos to generate (without --folder)")
     parser.add_argument("--photos_dir", default=str(DEFAULT_PHOTOS_DIR), help="where the photos are generated")
+    parser.add_argument("--photo_size", help="generate every photo at this WIDTHxHEIGHT (e.g. 4032x3024, a 12 MP "
+                        "phone photo) instead of the mixture of typical sizes")  # fmt: skip
+    parser.add_argument("--full_decode_row", action="store_true", help="also time 0 workers with every JPEG decoded "
+                        "at full size (no reduced-scale decoding), the pipeline before that change")  # fmt: skip
     parser.add_argument("--workers", type=int, nargs="+", default=list(range(0, min(max(2, cores), 8) + 1)),
                         help="DataLoader worker counts to time")  # fmt: skip
     parser.add_argument("--resolution", type=int, default=256, help="training resolution (random square crops)")
@@ -177,6 +203,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="smoke run: 48 photos of 320x240 in a temporary folder, 1 repeat, no training step")  # fmt: skip
     parser.add_argument("--json", metavar="PATH", help="also write the results to this JSON file")
     args = parser.parse_args(argv)
+    if args.photo_size is not None:
+        try:
+            args.photo_size = tuple(int(side) for side in args.photo_size.lower().split("x"))
+        except ValueError:
+            args.photo_size = ()
+        if len(args.photo_size) != 2 or min(args.photo_size) < 1:
+            parser.error("--photo_size takes WIDTHxHEIGHT, e.g. 4032x3024")
     if min(args.photos, args.resolution, args.batch_size, args.images, args.repeats, args.threads,
            args.train_batch_size, args.train_repeats) < 1 or args.warmup_batches < 0 or min(args.workers) < 0:  # fmt: skip
         parser.error("counts and sizes must be >= 1, --warmup_batches and --workers >= 0")
@@ -189,7 +222,8 @@ def main(args: argparse.Namespace) -> dict:
     if args.quick:  # small photos in a temporary folder, removed afterwards
         with tempfile.TemporaryDirectory(prefix="photos-") as folder:
             return run(args, make_photos(Path(folder), 48, sizes=[(320, 240)]))
-    return run(args, make_photos(Path(args.photos_dir), args.photos))
+    sizes = PHOTO_SIZES if args.photo_size is None else [args.photo_size]
+    return run(args, make_photos(Path(args.photos_dir), args.photos, sizes=sizes))
 
 
 def run(args: argparse.Namespace, folder: Path) -> dict:
@@ -206,14 +240,15 @@ def run(args: argparse.Namespace, folder: Path) -> dict:
         "transform": "decode + RGB + resize short side + random crop + random flip + scale to [-1, 1]",
     }  # fmt: skip
     splits = load_image_splits(DataArguments(train_data_dir=str(folder), eval_split="train"), seed=0)
-    runs = {workers: [] for workers in args.workers}
+    rows = [(str(workers), workers, False) for workers in args.workers] + ([("0 full-size", 0, True)] if args.full_decode_row else [])
+    runs = {key: [] for key, _, _ in rows}
     for repeat in range(config["repeats"]):
-        for workers in args.workers:
-            runs[workers].append(time_pipeline(splits.train, splits.image_column, workers, config, repeat))
+        for key, workers, full_decode in rows:
+            runs[key].append(time_pipeline(splits.train, splits.image_column, workers, config, repeat, full_decode))
     pipeline = {}
     for workers, passes in runs.items():
         rates = [run["img_s"] for run in passes if run["img_s"]]
-        pipeline[str(workers)] = {
+        pipeline[workers] = {
             "img_s": statistics.median(rates) if rates else None, "best_img_s": max(rates, default=None),
             "passes_img_s": rates,
             "first_batch_s": statistics.median(run["first_batch_s"] for run in passes),
@@ -245,7 +280,7 @@ def print_report(results: dict) -> None:
     print(f"{photos['files']} images in {photos['folder']} (median {photos['median_size']}, {photos['median_kb']} KB); "
           f"{config['resolution']}x{config['resolution']} crops, batch {config['batch_size']}; "
           f"{machine['cpu_count']} CPUs, torch {machine['torch']}")  # fmt: skip
-    header = (f"{'workers':>8}{'img/s':>10}{'x 0 workers':>13}{'best img/s':>12}{'first batch s':>15}"
+    header = (f"{'workers':>12}{'img/s':>10}{'x 0 workers':>13}{'best img/s':>12}{'first batch s':>15}"
               f"{'pass img/s':>12}  passes img/s")  # fmt: skip
     print(header)
     print("-" * len(header))
@@ -254,7 +289,7 @@ def print_report(results: dict) -> None:
         speedup = "-" if row["speedup"] is None else f"{row['speedup']:.2f}x"
         passes = ", ".join(f"{value:.0f}" for value in row["passes_img_s"])
         best = "-" if row["best_img_s"] is None else f"{row['best_img_s']:.1f}"
-        print(f"{workers:>8}{rate:>10}{speedup:>13}{best:>12}{row['first_batch_s']:>15.2f}{row['pass_img_s']:>12.1f}"
+        print(f"{workers:>12}{rate:>10}{speedup:>13}{best:>12}{row['first_batch_s']:>15.2f}{row['pass_img_s']:>12.1f}"
               f"  {passes}")  # fmt: skip
     train = results["training"]
     if train is not None:

@@ -1,4 +1,5 @@
 import io
+import random
 
 import datasets
 import numpy as np
@@ -147,3 +148,31 @@ def test_sample_limits_draw_a_seeded_random_subset_of_a_label_sorted_split(tmp_p
     assert limited(seed=1) != (train, held_out)
     # Read as a split sorted by label (class = value // 10): the first 20 rows would hold 2 of the 10 classes.
     assert len({value // 10 for value in held_out}) >= 7
+
+
+def _photo_jpeg(width: int, height: int) -> bytes:
+    """A smooth photo-like JPEG (gradients and a disc), quality 90."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    disc = ((x - width / 2) ** 2 + (y - height / 2) ** 2 < (height / 3) ** 2) * 80
+    rgb = np.stack([x / width * 255, y / height * 255, 128 + disc - disc.mean()], axis=-1).clip(0, 255)
+    buffer = io.BytesIO()
+    Image.fromarray(rgb.astype(np.uint8)).save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def test_large_jpegs_decode_at_a_reduced_scale_that_still_covers_the_crop():
+    from hf_vqvae.data.pipeline import decode_image
+
+    data = {"bytes": _photo_jpeg(1600, 1200), "path": None}
+    assert decode_image(data).size == (1600, 1200)
+    # 256x256 needs 342x256 of a 4:3 photo: libjpeg's 1/4 scale (400x300) covers it, 1/8 (200x150) would not.
+    assert decode_image(data, cover=(256, 256), mode="RGB").size == (400, 300)
+    assert decode_image(data, cover=(1024, 1024), mode="RGB").size == (1600, 1200), "never below the cover size"
+    assert decode_image({"bytes": _png(7, (64, 64)), "path": None}, cover=(8, 8)).size == (64, 64), "JPEG only"
+    # The training transform's pixels stay close to those of a full decode (the crop and RNG draws are the same).
+    transform = ImageTransform(256, 3, value_range=(0.0, 1.0), center_crop=False, random_flip=True)
+    reduced = transform(data, random.Random(3))
+    full_image = Image.open(io.BytesIO(data["bytes"])).convert("RGB")
+    full = transform(full_image, random.Random(3))  # a PIL image is never re-decoded
+    assert reduced.shape == full.shape == (3, 256, 256)
+    assert np.abs(reduced - full).mean() < 2 / 255

@@ -63,9 +63,11 @@ class ImageTransform:
     """Raw image (bytes/path/PIL) -> float32 array (C, H, W) in `value_range`, or None when undecodable.
 
     Crops cover the target (aspect kept); `center_crop=False` crops at random and `random_flip` flips, both drawn
-    from `rng` so that a resumed run sees the same augmentations. In two stages, so that decoding workers send
-    uint8 pixels (a quarter of the bytes) and the batch is scaled at once: `pixels` (decode, crop, flip -> uint8
-    (H, W, C)) and `to_float` (uint8 (B, H, W, C) -> float32 (B, C, H, W), the same arithmetic per value).
+    from `rng` so that a resumed run sees the same augmentations. A JPEG larger than the target is decoded at the
+    smallest of libjpeg's scales (1, 1/2, 1/4, 1/8) that still covers it, then resized as any other image. In two
+    stages, so that decoding workers send uint8 pixels (a quarter of the bytes) and the batch is scaled at once:
+    `pixels` (decode, crop, flip -> uint8 (H, W, C)) and `to_float` (uint8 (B, H, W, C) -> float32 (B, C, H, W), the
+    same arithmetic per value).
     """
 
     def __init__(self, size, num_channels: int, value_range=(-1.0, 1.0), center_crop=True, random_flip=False):
@@ -81,7 +83,7 @@ class ImageTransform:
 
     def pixels(self, raw, rng: random.Random) -> np.ndarray | None:
         """The decoded, cropped and maybe flipped image as uint8 (H, W, C), or None when undecodable."""
-        image = decode_image(raw)
+        image = decode_image(raw, cover=(self.width, self.height), mode=self.mode)
         if image is None:
             return None
         image = self._crop(to_model_mode(image, self.mode), rng)
@@ -117,10 +119,14 @@ class ImageTransform:
 MAX_IMAGE_PIXELS = 64_000_000
 
 
-def decode_image(raw, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image | None:
+def decode_image(raw, max_pixels: int = MAX_IMAGE_PIXELS, cover: tuple[int, int] | None = None,
+                 mode: str | None = None) -> Image.Image | None:
     """An image from a datasets `Image(decode=False)` value ({"bytes", "path"}), a PIL image, or None.
 
     None means undecodable: not an image, truncated, or larger than `max_pixels` by its header (not decoded).
+    `cover` (width, height): the image will only be scaled down to cover this size, so a JPEG may be decoded at
+    1/2, 1/4 or 1/8 of its size (libjpeg's DCT scaling, `Image.draft`) as long as it still covers it (a 12 MP photo
+    trained at 256 px is decoded at 1/8). `mode` ("RGB" or "L") lets that decoder convert as it goes.
     """
     try:
         if isinstance(raw, Image.Image):
@@ -134,10 +140,18 @@ def decode_image(raw, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image | None:
         if image.width * image.height > max_pixels:
             logger.debug("image of %dx%d pixels is over the %d-pixel limit", image.width, image.height, max_pixels)
             return None
+        if cover is not None and image.format == "JPEG":
+            image.draft(mode, _cover_size(image.size, cover))
         image.load()  # a truncated file fails here, not later
         return image
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError):
         return None
+
+
+def _cover_size(size: tuple[int, int], cover: tuple[int, int]) -> tuple[int, int]:
+    """`size` scaled (aspect kept) to just cover `cover`, never up: what a decoder must at least produce."""
+    scale = min(max(cover[0] / size[0], cover[1] / size[1]), 1.0)
+    return math.ceil(size[0] * scale), math.ceil(size[1] * scale)
 
 
 def example_id(raw) -> str:
