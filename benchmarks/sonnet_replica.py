@@ -282,9 +282,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--log_every", type=int, default=1000)
-    parser.add_argument("--quick", action="store_true", help="smoke run: 30 steps, 256 + 256 images")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 120 steps, 256 + 256 images")
     parser.add_argument("--json", metavar="PATH", help="write the runs as JSON")
     args = parser.parse_args(argv)
+    if args.steps < 100 or args.train_images < 32 or (args.test_images is not None and args.test_images < 32):
+        parser.error("--steps must be >= 100 (the last 100 are averaged), --train_images and --test_images >= 32")
     if args.quick:
         args.steps, args.train_images, args.test_images, args.log_every = 120, 256, 256, 40
     return args
