@@ -10,9 +10,10 @@ at JPEG quality 80-95. A folder given with `--folder` is read instead (any `imag
 
 Pipeline. The folder goes through the project's data module as training reads it: `load_image_splits` (an
 `imagefolder`, not streamed), `ImageTransform(256, 3, center_crop=False, random_flip=True)` (decode, a JPEG at the
-smallest of libjpeg's 1, 1/2, 1/4, 1/8 scales that covers 256 px, convert, resize the short side to 256, random
-256x256 crop, random flip, scale to [-1, 1]) and `batches_for_rank(batch_size=16,
-num_workers=N)` (DataLoader worker processes decoding chunks of 16 examples; assembling the batches in this process).
+smallest of libjpeg's 1, 1/2, 1/4, 1/8 scales that covers 256 px, convert, resize the short side to 256 with
+Pillow's bicubic filter computed by torch, random 256x256 crop, random flip) and `batches_for_rank(batch_size=16,
+num_workers=N, pixels_as_uint8=True)` (DataLoader worker processes decoding chunks of 16 examples; assembling the
+uint8 batches in this process; training scales them to [-1, 1] on its device, which this benchmark leaves out).
 Each pass reads one epoch (`--images` images at most); after `--warmup_batches` untimed batches (worker start-up,
 pipeline fill) the rest is timed: img/s = images / seconds. Passes run `--repeats` times, the worker counts
 interleaved; the median is kept. `first_batch_s` is the time to the first batch (worker start-up included).
@@ -139,17 +140,17 @@ def time_pipeline(train, image_column: str, num_workers: int, config: dict, repe
     stats = BatchStats()
     start = time.perf_counter()
     batches = batches_for_rank(train, image_column, transform, batch_size=config["batch_size"], seed=0, epoch=repeat,
-                               stats=stats, num_workers=num_workers)  # fmt: skip
+                               stats=stats, num_workers=num_workers, pixels_as_uint8=True)  # fmt: skip
     warmup, images, first_batch, shape = config["warmup_batches"], 0, None, None
     timed_from = start if warmup == 0 else None  # the clock of the timed batches starts when the warm-up ends
     for index, batch in enumerate(batches):
         now = time.perf_counter()
         first_batch = now - start if first_batch is None else first_batch
         if index >= warmup:
-            images += batch["pixel_values"].shape[0]
+            images += batch["pixels"].shape[0]
         if index + 1 == warmup:
             timed_from = now
-        shape = list(batch["pixel_values"].shape)
+        shape = list(batch["pixels"].shape)
         if index + 1 >= config["max_batches"]:
             break
     end = time.perf_counter()
@@ -237,7 +238,7 @@ def run(args: argparse.Namespace, folder: Path) -> dict:
         "warmup_batches": 1 if args.quick else args.warmup_batches, "repeats": 1 if args.quick else args.repeats,
         "max_batches": max(1, args.images // args.batch_size), "threads": args.threads,
         "train_batch_size": args.train_batch_size, "train_repeats": args.train_repeats,
-        "transform": "decode + RGB + resize short side + random crop + random flip + scale to [-1, 1]",
+        "transform": "decode + RGB + resize short side + random crop + random flip; uint8 batches (scaled on the device)",
     }  # fmt: skip
     splits = load_image_splits(DataArguments(train_data_dir=str(folder), eval_split="train"), seed=0)
     rows = [(str(workers), workers, False) for workers in args.workers] + ([("0 full-size", 0, True)] if args.full_decode_row else [])

@@ -176,3 +176,23 @@ def test_large_jpegs_decode_at_a_reduced_scale_that_still_covers_the_crop():
     full = transform(full_image, random.Random(3))  # a PIL image is never re-decoded
     assert reduced.shape == full.shape == (3, 256, 256)
     assert np.abs(reduced - full).mean() < 2 / 255
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+def test_resizing_to_cover_matches_pillows_bicubic_filter_down_and_up(mode):
+    from sklearn.datasets import load_sample_image
+
+    from hf_vqvae.data.pipeline import resize_to_cover
+
+    photo = Image.fromarray(load_sample_image("china.jpg")).convert(mode)  # 640 wide, 427 high
+    cases = [(photo, (256, 256), (256, 384)), (photo, (100, 300), (200, 300)),
+             (photo.resize((40, 27)), (64, 64), (64, 95))]  # (image, target (H, W), the covering size (H, W))
+    for image, (height, width), (out_height, out_width) in cases:
+        array = np.array(image).reshape(image.height, image.width, -1)
+        ours = resize_to_cover(array, height, width)
+        pillow = np.asarray(image.resize((out_width, out_height), Image.Resampling.BICUBIC)).reshape(ours.shape)
+        assert ours.shape == (out_height, out_width, len(mode)) and ours.dtype == np.uint8
+        difference = np.abs(ours.astype(int) - pillow)
+        assert difference.max() <= 2 and (difference == 0).mean() > 0.98, (difference.max(), (difference == 0).mean())
+    array = np.array(photo).reshape(427, 640, -1)
+    assert resize_to_cover(array, 427, 300) is array, "an image that already just covers the target is kept"

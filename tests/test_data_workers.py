@@ -103,6 +103,33 @@ def test_batches_are_the_same_for_0_1_2_workers_with_broken_images_and_random_au
     assert not torch.equal(expected[0][0], run_pipeline(data, seed=4)[0][0]), "another seed, other augmentations"
 
 
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_uint8_batches_scaled_where_the_model_runs_equal_the_float_batches(image_data, num_workers):
+    """Training takes uint8 batches ("pixels", (B, H, W, C)) and scales them on its device: the same values, bit for
+    bit, as the float batches; channels-last on request."""
+    transform = ImageTransform(8, 1, (-1.0, 1.0), center_crop=False, random_flip=True)
+    floats = run_pipeline(image_data[False], transform, num_workers=num_workers)
+    batches = list(batches_for_rank(image_data[False], "image", transform, batch_size=5, seed=3, epoch=1,
+                                    shuffle_buffer_size=16, drop_last=False, num_workers=num_workers,
+                                    pixels_as_uint8=True, with_position=True))  # fmt: skip
+    assert len(batches) == len(floats) == 9 and "pixel_values" not in batches[0]
+    for batch, (pixel_values, _, _, position) in zip(batches, floats):
+        pixels = batch["pixels"]
+        assert pixels.dtype == torch.uint8 and pixels.shape == (len(pixel_values), 8, 8, 1)
+        assert batch["data_position"] == position
+        scaled = transform.to_model_input(pixels)
+        assert scaled.dtype == torch.float32 and scaled.is_contiguous() and torch.equal(scaled, pixel_values)
+        channels_last = transform.to_model_input(pixels, channels_last=True)
+        assert channels_last.is_contiguous(memory_format=torch.channels_last) and torch.equal(channels_last, pixel_values)
+    assert batches[0]["pixels"].float().std() > 30, "resized noise: the values are not all one level"
+
+
+def test_uint8_batches_need_a_two_stage_transform(image_data):
+    with pytest.raises(ValueError, match="pixels_as_uint8=True needs a transform with the stages of ImageTransform"):
+        next(batches_for_rank(image_data[False], "image", lambda raw, rng: None, batch_size=5, seed=0, epoch=0,
+                              pixels_as_uint8=True))  # fmt: skip
+
+
 # ------------------------------------------------------------------------------------------------ (b) rank shards
 @pytest.mark.parametrize("streaming", [False, True], ids=["map-style", "streamed"])
 def test_two_ranks_with_two_workers_each_read_disjoint_shards_whose_union_is_the_data(image_data, streaming):

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from datasets import Dataset, IterableDataset
 from datasets.distributed import split_dataset_by_node
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from ..image_processing import to_model_mode
 
@@ -62,12 +62,13 @@ class BatchStats:
 class ImageTransform:
     """Raw image (bytes/path/PIL) -> float32 array (C, H, W) in `value_range`, or None when undecodable.
 
-    Crops cover the target (aspect kept); `center_crop=False` crops at random and `random_flip` flips, both drawn
-    from `rng` so that a resumed run sees the same augmentations. A JPEG larger than the target is decoded at the
-    smallest of libjpeg's scales (1, 1/2, 1/4, 1/8) that still covers it, then resized as any other image. In two
+    Each image is resized (aspect kept) to just cover the target, then cropped; `center_crop=False` crops at random and
+    `random_flip` flips, both drawn from `rng` so that a resumed run sees the same augmentations. A JPEG larger than
+    the target is decoded at the smallest of libjpeg's scales (1, 1/2, 1/4, 1/8) that still covers it, then resized
+    as any other image (`resize_to_cover`: Pillow's bicubic filter, computed by torch). In two
     stages, so that decoding workers send uint8 pixels (a quarter of the bytes) and the batch is scaled at once:
     `pixels` (decode, crop, flip -> uint8 (H, W, C)) and `to_float` (uint8 (B, H, W, C) -> float32 (B, C, H, W), the
-    same arithmetic per value).
+    same arithmetic per value), or `to_model_input`, the same on a tensor where the model runs (training).
     """
 
     def __init__(self, size, num_channels: int, value_range=(-1.0, 1.0), center_crop=True, random_flip=False):
@@ -82,15 +83,15 @@ class ImageTransform:
         return None if pixels is None else self.to_float(pixels[None])[0]
 
     def pixels(self, raw, rng: random.Random) -> np.ndarray | None:
-        """The decoded, cropped and maybe flipped image as uint8 (H, W, C), or None when undecodable."""
+        """The decoded, resized, cropped and maybe flipped image as uint8 (H, W, C), or None when undecodable."""
         image = decode_image(raw, cover=(self.width, self.height), mode=self.mode)
         if image is None:
             return None
-        image = self._crop(to_model_mode(image, self.mode), rng)
+        array = np.array(to_model_mode(image, self.mode), dtype=np.uint8)  # a writable copy: torch reads it below
+        array = self._crop(resize_to_cover(array[:, :, None] if array.ndim == 2 else array, self.height, self.width), rng)
         if self.random_flip and rng.random() < 0.5:
-            image = ImageOps.mirror(image)
-        array = np.asarray(image, dtype=np.uint8)
-        return array[:, :, None] if array.ndim == 2 else array
+            return torch.from_numpy(array).flip(1).numpy()  # a copy, ~14x faster than numpy's of array[:, ::-1]
+        return array
 
     def to_float(self, pixels: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """uint8 (B, H, W, C) -> float32 (B, C, H, W) in `value_range` (into `out` when given)."""
@@ -101,17 +102,37 @@ class ImageTransform:
         out += np.float32(self.low)
         return out
 
-    def _crop(self, image: Image.Image, rng: random.Random) -> Image.Image:
-        width, height = image.size
-        if (height, width) != (self.height, self.width):
-            scale = max(self.height / height, self.width / width)
-            width, height = max(self.width, round(width * scale)), max(self.height, round(height * scale))
-            image = image.resize((width, height), Image.Resampling.BICUBIC)
+    def to_model_input(self, pixels: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
+        """uint8 (B, H, W, C) -> float32 (B, C, H, W) in `value_range`, on the tensor's device: what `to_float` gives,
+        value for value, for batches that travel as uint8 (`batches_for_rank(pixels_as_uint8=True)`)."""
+        layout = torch.channels_last if channels_last else torch.contiguous_format
+        out = pixels.permute(0, 3, 1, 2).to(torch.float32, memory_format=layout)
+        return out.mul_((self.high - self.low) / 255.0).add_(self.low)
+
+    def _crop(self, array: np.ndarray, rng: random.Random) -> np.ndarray:
+        height, width = array.shape[:2]
         if self.center_crop:
             left, top = (width - self.width) // 2, (height - self.height) // 2
         else:
             left, top = rng.randint(0, width - self.width), rng.randint(0, height - self.height)
-        return image.crop((left, top, left + self.width, top + self.height))
+        return array[top : top + self.height, left : left + self.width]
+
+
+def resize_to_cover(array: np.ndarray, height: int, width: int) -> np.ndarray:
+    """uint8 (H, W, C) scaled, aspect kept, to the smallest size that covers height x width (up or down).
+
+    Bicubic with antialiasing, Pillow's filter (`Image.resize(..., BICUBIC)`), computed by torch's uint8 kernel: about
+    4x faster than Pillow on a photo, and equal to Pillow's result on 99.6% of the values (the others differ by 1 or
+    2 levels of 255, from rounding).
+    """
+    in_height, in_width = array.shape[:2]
+    scale = max(height / in_height, width / in_width)
+    size = (max(height, round(in_height * scale)), max(width, round(in_width * scale)))
+    if size == (in_height, in_width):
+        return array
+    image = torch.from_numpy(array).permute(2, 0, 1)[None]  # (1, C, H, W) with channels-last strides
+    resized = torch.nn.functional.interpolate(image, size=size, mode="bicubic", antialias=True)
+    return resized[0].permute(1, 2, 0).numpy()
 
 
 # Larger images are skipped before decoding: a 48 KB PNG can declare 20000x20000 pixels (a decompression bomb).
@@ -374,6 +395,7 @@ def batches_for_rank(
     num_workers: int = 0,
     pin_memory: bool = False,
     chunk_size: int | None = None,
+    pixels_as_uint8: bool = False,
 ) -> Iterator[dict]:
     """Batches `{"pixel_values": (B, C, H, W)}` of one epoch for one rank.
 
@@ -386,9 +408,16 @@ def batches_for_rank(
     decoded), else after skipping `start_batch` batches (decoded, then dropped). `num_workers` DataLoader worker
     processes decode chunks of `chunk_size` examples (default `batch_size`); the batches are the same for any
     number of workers. `pin_memory` puts each batch in page-locked memory (for a fast copy to a CUDA device).
+
+    `pixels_as_uint8` (training): the batches carry "pixels", uint8 (B, H, W, C) as decoded, instead of
+    "pixel_values"; `transform.to_model_input` scales them where the model runs. A quarter of the bytes to copy to
+    the device, and no float work in this process, which on a GPU machine feeds the device from the workers' chunks.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if pixels_as_uint8 and not hasattr(transform, "to_model_input"):
+        raise ValueError("pixels_as_uint8=True needs a transform with the stages of ImageTransform (pixels, "
+                         f"to_model_input); {type(transform).__name__} has none")
     stats = stats if stats is not None else BatchStats()
     ordered = _epoch_order(dataset, seed, epoch, shuffle, shuffle_buffer_size)
     shard = split_dataset_by_node(ordered, rank=rank, world_size=world_size) if world_size > 1 else ordered
@@ -397,8 +426,10 @@ def batches_for_rank(
     source = DecodedChunks(shard, image_column, transform, seed=seed, epoch=epoch, rank=rank,
                            start=start_position or 0, chunk_size=chunk_size or batch_size, columns=columns,
                            with_ids=with_ids)  # fmt: skip
-    convert = getattr(transform, "to_float", None) if hasattr(transform, "pixels") else None
-    pending, index = _Pending(columns, convert), 0
+    two_stages = hasattr(transform, "pixels") and not pixels_as_uint8
+    convert = transform.to_float if two_stages else None
+    key = "pixels" if pixels_as_uint8 else "pixel_values"
+    pending, index = _Pending(columns, convert, key), 0
     for chunk in in_order(load_in_workers(source, num_workers)):
         row = 0  # the chunk's row in chunk["pixels"]
         for offset, ok in enumerate(chunk["ok"]):
@@ -412,17 +443,18 @@ def batches_for_rank(
             if len(pending) == batch_size:
                 if index >= start_batch:
                     yield pending.batch(stats, with_ids, with_position, pin_memory)
-                pending, index = _Pending(columns, convert), index + 1
+                pending, index = _Pending(columns, convert, key), index + 1
     if len(pending) and not drop_last and index >= start_batch:
         yield pending.batch(stats, with_ids, with_position, pin_memory)
 
 
 class _Pending:
     """The examples of the batch being assembled: rows of decoded chunks; `convert` (uint8 (B, H, W, C) -> float
-    (B, C, H, W) into a given array) makes the batch's pixel values from uint8 chunks."""
+    (B, C, H, W) into a given array) makes the batch's pixel values from uint8 chunks; `key`: the images' name in
+    the batch."""
 
-    def __init__(self, columns: tuple[str, ...], convert=None):
-        self.convert = convert
+    def __init__(self, columns: tuple[str, ...], convert=None, key: str = "pixel_values"):
+        self.convert, self.key = convert, key
         self.segments: list[list] = []  # [pixels tensor, first row, end row]: consecutive rows of one chunk
         self.ids: list[str] = []
         self.columns = {name: [] for name in columns}
@@ -458,7 +490,7 @@ class _Pending:
         else:
             shape = (self.count, *parts[0].shape[1:])
             pixels = torch.cat(parts, out=torch.empty(shape, dtype=parts[0].dtype, pin_memory=pin_memory))
-        batch = {"pixel_values": pixels}
+        batch = {self.key: pixels}
         batch.update({name: torch.as_tensor(values) for name, values in self.columns.items()})
         if with_ids:
             batch["example_ids"] = list(self.ids)

@@ -48,7 +48,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: TrainArgum
     model = build_model(model_args, overrides, data_args.resolution)
     if args.binarize != "none" and getattr(model.config, "decoder_distribution", None) != "bernoulli":
         raise ValueError(f"--binarize {args.binarize} applies to a VAE with a Bernoulli decoder, not this model")
-    if args.channels_last:  # 4-D (conv) weights only; the batches follow in `_Run._forward`
+    if args.channels_last:  # 4-D (conv) weights only; the images follow in `ImageTask.model_input`
         model = model.to(memory_format=torch.channels_last)
         accelerator.register_save_state_pre_hook(_contiguous_weights)
     prepare_for_sharding(accelerator, model)
@@ -224,8 +224,6 @@ class _Run:
         return False
 
     def _forward(self, batch: dict):
-        if self.args.channels_last:
-            batch = {key: _channels_last(value) for key, value in batch.items()}
         if self.codebooks_pending:
             self._initialize_codebooks(batch)
         return self.task.forward(self.step_model, self.unwrapped.config, batch, self.accelerator.device)
@@ -237,7 +235,7 @@ class _Run:
         initialize = getattr(self.unwrapped, "initialize_codebooks", None)
         if initialize is not None:
             with self.accelerator.autocast():
-                levels = initialize(batch["pixel_values"].to(self.accelerator.device))
+                levels = initialize(self.task.model_input(batch, self.accelerator.device))
             if levels:
                 logger.info("k-means-initialised the codebook of level(s) %s before the first compiled step", levels)
 
@@ -406,13 +404,6 @@ def _tracker_config(model_args, data_args, args) -> dict:
 
 def signal_name(number: int) -> str:
     return signal.Signals(number).name
-
-
-def _channels_last(value):
-    """--channels_last: a 4-D floating batch (images) in channels-last layout; anything else (codes, ids) as it is."""
-    if isinstance(value, torch.Tensor) and value.dim() == 4 and value.is_floating_point():
-        return value.contiguous(memory_format=torch.channels_last)
-    return value
 
 
 def _contiguous_weights(models, weights: list[dict], output_dir) -> None:

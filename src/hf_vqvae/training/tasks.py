@@ -81,11 +81,17 @@ class ImageTask(_Workers):
             world_size=world_size, start_batch=start_batch, start_position=start_position,
             shuffle_buffer_size=self.data_args.shuffle_buffer_size, stats=stats, with_ids=with_ids,
             with_position=True, num_workers=self.num_workers(world_size, self.splits.train),
-            pin_memory=pins_memory(device),
+            pin_memory=pins_memory(device), pixels_as_uint8=True,
         )  # fmt: skip
 
+    def model_input(self, batch: dict, device) -> torch.Tensor:
+        """A training batch's images as the model takes them: its uint8 pixels copied to `device` (a quarter of the
+        bytes of float32), then scaled there; channels-last with --channels_last."""
+        pixels = batch["pixels"].to(device, non_blocking=True)
+        return self.transform.to_model_input(pixels, channels_last=bool(getattr(self.args, "channels_last", False)))
+
     def forward(self, model, config, batch: dict, device):
-        pixel_values = batch["pixel_values"].to(device, non_blocking=True)
+        pixel_values = self.model_input(batch, device)
         if config.model_type == "vae":
             pixel_values = binarize(pixel_values, self.args.binarize)  # dynamic: the global RNG, restored on resume
             return model(pixel_values, num_latent_samples=self.args.num_latent_samples)
