@@ -18,7 +18,9 @@ Each pass reads one epoch (`--images` images at most); after `--warmup_batches` 
 pipeline fill) the rest is timed: img/s = images / seconds. Passes run `--repeats` times, the worker counts
 interleaved; the median is kept. `first_batch_s` is the time to the first batch (worker start-up included).
 `--full_decode_row` adds a row ``0 full-size``: 0 workers with every JPEG decoded at full size, as the pipeline
-did before its reduced-scale decoding, timed in the same interleaved rounds.
+did before its reduced-scale decoding, timed in the same interleaved rounds. `--before_row` adds ``0 before``: 0
+workers with the pipeline as it was before torch resized the images (Pillow's bicubic resize and flip, float32 batches
+scaled in the process), on the same photos and random draws.
 
 Training step. `benchmarks/train_throughput.py`'s `time_training` (zero_grad, forward, backward, clip 1.0, AdamW) of
 VQ-VAE-2 `imagenet256-paper` at 256x256x3, batch 16 (`--train_batch_size`), median of `--train_repeats` steps after
@@ -129,28 +131,61 @@ def full_size_jpeg_decode():
         pipeline.decode_image = original
 
 
-def time_pipeline(train, image_column: str, num_workers: int, config: dict, repeat: int, full_decode=False) -> dict:
-    """One pass over `train` with `num_workers` workers: images/s after the warm-up batches."""
-    if full_decode:
+def pillow_transform(resolution: int):
+    """The training transform as it was before torch resized the images (for `--before_row`): Pillow's bicubic resize
+    and crop, Pillow's flip, the same random draws; its batches were float32, scaled in the training process."""
+    from PIL import ImageOps
+
+    from hf_vqvae.data import ImageTransform
+    from hf_vqvae.data.pipeline import decode_image
+    from hf_vqvae.image_processing import to_model_mode
+
+    class PillowTransform(ImageTransform):
+        def pixels(self, raw, rng):
+            image = decode_image(raw, cover=(self.width, self.height), mode=self.mode)
+            if image is None:
+                return None
+            image, (width, height) = to_model_mode(image, self.mode), image.size
+            scale = max(self.height / height, self.width / width)
+            width, height = max(self.width, round(width * scale)), max(self.height, round(height * scale))
+            image = image.resize((width, height), Image.Resampling.BICUBIC)
+            left, top = rng.randint(0, width - self.width), rng.randint(0, height - self.height)
+            image = image.crop((left, top, left + self.width, top + self.height))
+            if self.random_flip and rng.random() < 0.5:
+                image = ImageOps.mirror(image)
+            return np.asarray(image, dtype=np.uint8)
+
+    return PillowTransform(resolution, 3, (-1.0, 1.0), center_crop=False, random_flip=True)
+
+
+def time_pipeline(train, image_column: str, num_workers: int, config: dict, repeat: int, variant=None) -> dict:
+    """One pass over `train` with `num_workers` workers: images/s after the warm-up batches. `variant`: None (the
+    pipeline), "full_decode" (`--full_decode_row`) or "before" (`--before_row`)."""
+    if variant == "full_decode":
         with full_size_jpeg_decode():
             return time_pipeline(train, image_column, num_workers, config, repeat)
     from hf_vqvae.data import BatchStats, ImageTransform, batches_for_rank
 
-    transform = ImageTransform(config["resolution"], 3, (-1.0, 1.0), center_crop=False, random_flip=True)
+    if variant == "before":
+        transform, as_uint8 = pillow_transform(config["resolution"]), False
+    else:
+        transform = ImageTransform(config["resolution"], 3, (-1.0, 1.0), center_crop=False, random_flip=True)
+        as_uint8 = True
+    key = "pixels" if as_uint8 else "pixel_values"
     stats = BatchStats()
     start = time.perf_counter()
     batches = batches_for_rank(train, image_column, transform, batch_size=config["batch_size"], seed=0, epoch=repeat,
-                               stats=stats, num_workers=num_workers, pixels_as_uint8=True)  # fmt: skip
+                               stats=stats, num_workers=num_workers, pixels_as_uint8=as_uint8)  # fmt: skip
     warmup, images, first_batch, shape = config["warmup_batches"], 0, None, None
     timed_from = start if warmup == 0 else None  # the clock of the timed batches starts when the warm-up ends
     for index, batch in enumerate(batches):
         now = time.perf_counter()
         first_batch = now - start if first_batch is None else first_batch
         if index >= warmup:
-            images += batch["pixels"].shape[0]
+            images += batch[key].shape[0]
         if index + 1 == warmup:
             timed_from = now
-        shape = list(batch["pixels"].shape)
+        shape = list(batch[key].shape)
         if index + 1 >= config["max_batches"]:
             break
     end = time.perf_counter()
@@ -189,6 +224,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "phone photo) instead of the mixture of typical sizes")  # fmt: skip
     parser.add_argument("--full_decode_row", action="store_true", help="also time 0 workers with every JPEG decoded "
                         "at full size (no reduced-scale decoding), the pipeline before that change")  # fmt: skip
+    parser.add_argument("--before_row", action="store_true", help="also time 0 workers with the pipeline before "
+                        "torch resized the images: Pillow's resize and flip, float32 batches made in this process")  # fmt: skip
     parser.add_argument("--workers", type=int, nargs="+", default=list(range(0, min(max(2, cores), 8) + 1)),
                         help="DataLoader worker counts to time")  # fmt: skip
     parser.add_argument("--resolution", type=int, default=256, help="training resolution (random square crops)")
@@ -241,11 +278,13 @@ def run(args: argparse.Namespace, folder: Path) -> dict:
         "transform": "decode + RGB + resize short side + random crop + random flip; uint8 batches (scaled on the device)",
     }  # fmt: skip
     splits = load_image_splits(DataArguments(train_data_dir=str(folder), eval_split="train"), seed=0)
-    rows = [(str(workers), workers, False) for workers in args.workers] + ([("0 full-size", 0, True)] if args.full_decode_row else [])
+    rows = [(str(workers), workers, None) for workers in args.workers]
+    rows += [("0 full-size", 0, "full_decode")] if args.full_decode_row else []
+    rows += [("0 before", 0, "before")] if args.before_row else []
     runs = {key: [] for key, _, _ in rows}
     for repeat in range(config["repeats"]):
-        for key, workers, full_decode in rows:
-            runs[key].append(time_pipeline(splits.train, splits.image_column, workers, config, repeat, full_decode))
+        for key, workers, variant in rows:
+            runs[key].append(time_pipeline(splits.train, splits.image_column, workers, config, repeat, variant))
     pipeline = {}
     for workers, passes in runs.items():
         rates = [run["img_s"] for run in passes if run["img_s"]]

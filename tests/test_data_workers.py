@@ -309,13 +309,15 @@ def test_data_throughput_benchmark_quick_run_writes_the_table_and_json(tmp_path,
     benchmark = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(benchmark)
     out = tmp_path / "data.json"
-    results = benchmark.main(benchmark.parse_args(["--quick", "--workers", "0", "2", "--threads", "1", "--json",
-                                                   str(out)]))  # fmt: skip
+    results = benchmark.main(benchmark.parse_args(["--quick", "--workers", "0", "2", "--threads", "1", "--before_row",
+                                                   "--json", str(out)]))  # fmt: skip
     written = json.loads(out.read_text())
-    assert set(written["data_img_s"]) == {"0", "2"} and all(value > 0 for value in written["data_img_s"].values())
+    assert set(written["data_img_s"]) == {"0", "2", "0 before"}
+    assert all(value > 0 for value in written["data_img_s"].values())
     assert written["speedup_2_workers"] == pytest.approx(written["data_img_s"]["2"] / written["data_img_s"]["0"])
     assert isinstance(written["targets"]["speedup_2_workers >= 1.8"], bool)  # measured, not asserted (timing)
-    assert written["pipeline"]["2"]["batch_shape"] == [16, 3, 64, 64] and written["photos"]["files"] == 48
+    assert written["pipeline"]["2"]["batch_shape"] == [16, 64, 64, 3] and written["photos"]["files"] == 48  # uint8
+    assert written["pipeline"]["0 before"]["batch_shape"] == [16, 3, 64, 64]  # float32, as the pipeline made before
     assert written["train_vqvae2_imagenet256_img_s"] is None and results["config"] == written["config"]
     assert "x 0 workers" in capsys.readouterr().out
 
