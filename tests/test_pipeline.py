@@ -169,3 +169,34 @@ def test_sample_script_rejection_sampling_with_a_trained_classifier(trained, tmp
         with pytest.raises(SystemExit):
             sample_script.parse_args([*common, *extra])
         assert message in capsys.readouterr().err
+
+
+def test_cifar10_prior_presets_make_a_class_conditional_two_level_pipeline_whose_bottom_prior_reads_the_top_codes():
+    """The presets of issue 15 (narrowed to 16 channels, so the test is fast) fit the `cifar10` VQ-VAE-2's levels; the
+    pipeline samples per class; the bottom prior's logits change with the top codes and with the class."""
+    torch.manual_seed(0)
+    vqvae = VQVAE2Model(VQVAE2Config.from_preset("cifar10", hidden_channels=16, residual_channels=8)).eval()
+    narrow = dict(hidden_channels=16, num_layers=2)
+    top = PixelCNNPriorModel(PixelCNNPriorConfig.from_preset("vqvae2-cifar10-top", **narrow, num_attention_layers=1,
+                                                             num_heads=2)).eval()  # fmt: skip
+    bottom = PixelCNNPriorModel(PixelCNNPriorConfig.from_preset("vqvae2-cifar10-bottom", **narrow,
+                                                                condition_hidden_channels=16)).eval()  # fmt: skip
+    assert [top.config.code_shape, bottom.config.code_shape] == [list(shape) for shape in vqvae.config.latent_shapes()]
+    assert top.config.num_classes == bottom.config.num_classes == 10 and top.config.num_attention_layers == 1
+    assert bottom.config.condition_num_embeddings == vqvae.config.num_embeddings == 512
+    pipe = VQVAE2Pipeline(vqvae=vqvae, prior_level_0=top, prior_level_1=bottom)
+    images = {label: pipe(2, class_labels=label, generator=torch.Generator().manual_seed(0), output_type="np").images
+              for label in (0, 9)}  # fmt: skip
+    assert images[0].shape == (2, 32, 32, 3) and not np.array_equal(images[0], images[9]), "the class steers the samples"
+    generator = torch.Generator().manual_seed(1)
+    codes, labels = torch.randint(0, 512, (2, 8, 8), generator=generator), torch.tensor([1, 2])
+    top_codes = torch.randint(0, 512, (2, 4, 4), generator=generator)
+    changed = top_codes.clone()
+    changed[:, 0, 0] = (changed[:, 0, 0] + 1) % 512  # one top code changed
+    with torch.no_grad():
+        logits = bottom(codes, class_labels=labels, condition_codes=top_codes).logits
+        moved = (bottom(codes, class_labels=labels, condition_codes=changed).logits - logits).abs().amax(dim=1)  # (B, 8, 8)
+        other_class = bottom(codes, class_labels=torch.tensor([3, 4]), condition_codes=top_codes).logits
+    assert logits.shape == (2, 512, 8, 8) and moved.max() > 1e-4, "the bottom prior reads the top codes"
+    assert moved[:, :2, :2].min() > 1e-4, "the bottom positions under the changed top code all move"
+    assert not torch.allclose(logits, other_class), "and the class"

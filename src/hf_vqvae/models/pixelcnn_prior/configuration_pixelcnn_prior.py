@@ -103,7 +103,7 @@ class PixelCNNPriorConfig(_PresetMixin, PreTrainedConfig):
     >>> config.num_embeddings, config.code_shape, config.num_classes
     (128, [7, 7], 10)
     >>> PixelCNNPriorConfig.list_presets()
-    ['mnist', 'vqvae2-imagenet256-bottom', 'vqvae2-imagenet256-top']
+    ['mnist', 'vqvae2-cifar10-bottom', 'vqvae2-cifar10-top', 'vqvae2-imagenet256-bottom', 'vqvae2-imagenet256-top']
     >>> model = PixelCNNPriorModel(config)
     ```
     """
@@ -142,6 +142,21 @@ class PixelCNNPriorConfig(_PresetMixin, PreTrainedConfig):
             num_classes=1000, condition_num_embeddings=512, condition_hidden_channels=512,
             condition_num_residual_blocks=20, condition_upsample_factor=2, num_attention_layers=0, dropout=0.1,
             code_shape=[64, 64],
+        ),
+        # The two priors of the VQ-VAE-2 `cifar10` preset (top 4x4, bottom 8x8, K = 512), the ImageNet pair's design
+        # at CIFAR-10 scale: the top one with causal self-attention, the bottom one conditioned on the top codes
+        # through a residual conditioning stack, both class-conditional on the 10 classes, dropout 0.1 (README
+        # "Generating CIFAR-10 images" has their training commands and sample quality).
+        "vqvae2-cifar10-top": dict(
+            num_embeddings=512, hidden_channels=128, num_layers=8, kernel_size=3, first_kernel_size=5,
+            num_classes=10, condition_num_embeddings=0, num_attention_layers=2, num_heads=4, dropout=0.1,
+            code_shape=[4, 4],
+        ),
+        "vqvae2-cifar10-bottom": dict(
+            num_embeddings=512, hidden_channels=128, num_layers=12, kernel_size=3, first_kernel_size=7,
+            num_classes=10, condition_num_embeddings=512, condition_hidden_channels=128,
+            condition_num_residual_blocks=4, condition_upsample_factor=2, num_attention_layers=0, dropout=0.1,
+            code_shape=[8, 8],
         ),
         # A small class-conditional prior for the `mnist` VQ-VAE preset (7x7 codes, K = 128), Keras-example scale;
         # 12 layers with dropout 0.1, trained with weight decay 0.3, model the MNIST test codes best at about 30 CPU
