@@ -12,17 +12,33 @@ from .metrics import (
     ssim_per_image,
     to_jsonable,
 )
+from .sample_quality import (
+    FeatureNetwork,
+    classification_accuracy_score,
+    compare,
+    frechet_distance,
+    frechet_distance_from_moments,
+    kernel_distance,
+    precision_recall,
+)
 from .vae import evaluate_vae
 from .vq import evaluate_vq
 
 __all__ = [
     "BINARIZE_MODES",
+    "FeatureNetwork",
     "binarize",
+    "classification_accuracy_score",
     "codebook_health",
     "codebook_health_per_level",
+    "compare",
     "evaluate_vae",
     "evaluate_vq",
+    "frechet_distance",
+    "frechet_distance_from_moments",
     "histogram_perplexity",
+    "kernel_distance",
+    "precision_recall",
     "psnr",
     "ssim_per_image",
     "to_jsonable",
