@@ -328,7 +328,8 @@ def test_sample_restores_the_training_mode():
 
 
 def test_presets_match_the_papers():
-    assert PixelCNNPriorConfig.list_presets() == ["mnist", "vqvae2-imagenet256-bottom", "vqvae2-imagenet256-top"]
+    assert PixelCNNPriorConfig.list_presets() == ["mnist", "vqvae2-cifar10-bottom", "vqvae2-cifar10-top", "vqvae2-imagenet256-bottom",
+                                                  "vqvae2-imagenet256-top"]
     top = PixelCNNPriorConfig.from_preset("vqvae2-imagenet256-top")
     assert (top.num_layers, top.hidden_channels, top.num_attention_layers, top.num_heads) == (20, 512, 4, 8)
     assert (top.dropout, top.num_embeddings, top.code_shape, top.num_classes) == (0.1, 512, [32, 32], 1000)
