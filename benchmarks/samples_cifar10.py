@@ -155,8 +155,8 @@ def codes_part(args, paths: dict) -> dict:
     return out
 
 
-def _prior_arguments(args, preset: str, codes: Path, level: int, steps: int, extra=()) -> list[str]:
-    width = str(args.prior_hidden_channels)
+def _prior_arguments(args, preset: str, codes: Path, level: int, steps: int, extra=(), width=None) -> list[str]:
+    width = str(width or args.prior_hidden_channels)
     return ["--model", "pixelcnn-prior", "--preset", preset, "--codes_dataset", str(codes), "--level", str(level),
             "--max_train_steps", str(steps), "--train_batch_size", str(args.prior_batch_size),
             "--learning_rate", str(args.prior_learning_rate), "--lr_warmup_steps", "100",
@@ -186,9 +186,9 @@ def priors_part(args, paths: dict) -> dict:
         "bottom": _prior_arguments(args, "vqvae2-cifar10-bottom", paths["codes_vqvae2"], 1, args.bottom_steps,
                                    ["--condition_hidden_channels", width]),
         "single": _prior_arguments(args, "vqvae2-cifar10-bottom", paths["codes_vqvae"], 0, args.single_steps,
-                                   ["--condition_num_embeddings", "0", "--num_embeddings", "2048"]),
+                                   ["--condition_num_embeddings", "0", "--num_embeddings", "2048"],
+                                   width=single_prior_width(args)),
     }  # fmt: skip
-    runs["single"][runs["single"].index("--hidden_channels") + 1] = str(single_prior_width(args))
     results = {}
     for name, arguments in runs.items():
         metrics = _run_training(paths[f"prior_{name}"], arguments)
@@ -204,7 +204,7 @@ def priors_part(args, paths: dict) -> dict:
 @torch.no_grad()
 def prior_nll(model, codes_folder: Path, level: int, split: str, max_maps: int) -> float:
     """Mean cross-entropy in nats per code of `model` on the first `max_maps` code maps of `split`."""
-    dataset, info = load_codes(codes_folder)
+    dataset, _ = load_codes(codes_folder)
     data = dataset[split].select(range(min(max_maps, len(dataset[split]))))
     model.eval()
     total, count = 0.0, 0
