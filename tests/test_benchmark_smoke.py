@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -48,9 +50,12 @@ def test_sampling_benchmark_quick_run_writes_the_json_keys(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     figures = json.loads(out.read_text())
     for key in ("pixelcnn_naive_s_32", "pixelcnn_cached_s_32", "pixelcnn_naive_s_64", "pixelcnn_cached_s_64",
-                "transformer_nocache_s_32", "transformer_cache_s_32"):  # fmt: skip
+                "transformer_nocache_s_32", "transformer_cache_s_32", "two_level_naive_s", "two_level_cached_s"):  # fmt: skip
         assert figures[key] > 0, key
     assert all(figures["identical_codes"].values()), "cached and uncached samplers give the same codes"
+    assert figures["two_level_same_images"], "the two-level pipeline draws the same images with and without cache"
+    assert figures["two_level_cached_images_per_s"] == pytest.approx(4 / figures["two_level_cached_s"])
+    assert figures["two_level_model"]["code_shapes"] == [[4, 4], [8, 8]]
 
 
 def test_cifar10_quality_benchmark_quick_run(tmp_path, shared_dir):

@@ -86,12 +86,13 @@ class VQVAE2Pipeline(DiffusionPipeline):
         return self._output(images, output_type, return_dict)
 
     def sample_codes(self, batch_size, shapes, labels, temperature=1.0, top_k=None, top_p=None, generator=None,
-                     fixed_codes=None, fixed_masks=None) -> list[torch.LongTensor]:  # fmt: skip
-        """Codes per level, top first; where `fixed_masks[l]` is True the code `fixed_codes[l]` is kept."""
+                     fixed_codes=None, fixed_masks=None, use_cache=True) -> list[torch.LongTensor]:  # fmt: skip
+        """Codes per level, top first; where `fixed_masks[l]` is True the code `fixed_codes[l]` is kept.
+        `use_cache=False` runs every prior's full network once per position (the same codes, slower)."""
         codes = []
         for level, (prior, shape) in enumerate(zip(self.priors, shapes)):
             kwargs = dict(class_labels=labels if prior.config.num_classes else None, temperature=temperature,
-                          top_k=top_k, top_p=top_p, generator=generator)  # fmt: skip
+                          top_k=top_k, top_p=top_p, generator=generator, use_cache=use_cache)  # fmt: skip
             if level > 0:
                 kwargs["condition_codes"] = codes[level - 1]
             if fixed_masks is not None:
