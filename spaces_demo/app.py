@@ -159,7 +159,20 @@ class Demo:
         for index in progress.tqdm(range(num_images), desc="sampling"):
             one = None if labels is None else labels[index : index + 1]
             images += self.pipeline(1, class_labels=one, generator=generator, **sampling).images
-        return [upscale(image) for image in images], f"{num_images} sample(s), temperature {temperature}"
+        of_class = "" if labels is None else f" of class {self.class_name(labels[0])}"
+        return [upscale(image) for image in images], f"{num_images} sample(s){of_class}, temperature {temperature}"
+
+    def class_names(self) -> list[str] | None:
+        """The prior's classes named by the classifier's `id2label` (CIFAR-10: airplane, ...), when it has as many."""
+        if self.pipeline is None or self.judge is None:
+            return None
+        num_classes = self.pipeline.prior_level_0.config.num_classes
+        id2label = {int(k): str(v) for k, v in self.judge.model.config.id2label.items()}
+        return [id2label[i] for i in range(num_classes)] if num_classes and sorted(id2label) == list(range(num_classes)) else None
+
+    def class_name(self, label: int) -> str:
+        names = self.class_names()
+        return f"{label} ({names[label]})" if names else str(label)
 
     def _labels(self, class_label, count: int) -> list[int] | None:
         num_classes = self.pipeline.prior_level_0.config.num_classes
@@ -186,8 +199,9 @@ class Demo:
         kept = result["probabilities"][result["kept"]]
         images = self.pipeline.numpy_to_pil(result["images"].permute(0, 2, 3, 1).numpy())
         return [upscale(image) for image in images], (
-            f"kept the {len(images)} most confident of {candidates} samples (acceptance rate "
-            f"{result['acceptance_rate']:.2f}); p(class {labels[0]}) of the kept: {kept.min():.2f}..{kept.max():.2f}")
+            f"kept the {len(images)} most confident of {candidates} samples of class {self.class_name(labels[0])} "
+            f"(acceptance rate {result['acceptance_rate']:.2f}); p(class {labels[0]}) of the kept: "
+            f"{kept.min():.2f}..{kept.max():.2f}")
 
     @torch.no_grad()
     def interpolate(self, value_a, value_b, steps=7):
@@ -475,7 +489,7 @@ def build_app(demo: Demo) -> gr.Blocks:
         gr.Markdown(f"# hf_vqvae: {type(demo.model).__name__}\n`{demo.model_id}`; "
                     f"sampling {'enabled' if demo.pipeline is not None or demo.is_vae else 'needs --pipeline'}")  # fmt: skip
         _reconstruct_tab(files.wrap(demo.reconstruct))
-        _sample_tab(files.wrap(demo.sample))
+        _sample_tab(files.wrap(demo.sample), demo.class_names())
         _interpolate_tab(files.wrap(demo.interpolate))
         _inpaint_tab(files.wrap(demo.inpaint))
     app.queue(default_concurrency_limit=CONCURRENCY_LIMIT, max_size=QUEUE_SIZE)
@@ -510,10 +524,11 @@ def _reconstruct_tab(reconstruct) -> None:
                      concurrency_id=UPLOADS)  # fmt: skip
 
 
-def _sample_tab(sample) -> None:
+def _sample_tab(sample, class_names: list[str] | None = None) -> None:
     with gr.Tab("Sample"):
         with gr.Row():
-            label = gr.Number(label="class", value=0, precision=0)
+            info = ", ".join(f"{index}: {name}" for index, name in enumerate(class_names)) if class_names else None
+            label = gr.Number(label="class", value=0, precision=0, info=info)
             temperature = gr.Slider(0.1, 2.0, value=1.0, step=0.05, label="temperature")
             top_k = gr.Slider(0, 512, value=0, step=1, label="top-k (0: off)")
             top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="top-p (1: off)")
@@ -521,8 +536,8 @@ def _sample_tab(sample) -> None:
             seed = gr.Number(label="seed", value=0, precision=0)
             count = gr.Slider(1, MAX_SAMPLES, value=4, step=1, label="images")
             use_classifier = gr.Checkbox(label="rejection sampling (needs --classifier)", value=False)
-        button = gr.Button("Sample", variant="primary")
-        gallery, message = gr.Gallery(label="Samples", columns=4), gr.Markdown()
+        button = gr.Button("Sample", variant="primary", elem_id="sample-button")
+        gallery, message = gr.Gallery(label="Samples", columns=4, elem_id="sample-gallery"), gr.Markdown(elem_id="sample-message")
         button.click(sample, [label, temperature, top_k, top_p, seed, count, use_classifier], [gallery, message],
                      api_name="sample")  # fmt: skip
 

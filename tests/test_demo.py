@@ -252,6 +252,11 @@ def test_reconstruct_in_a_real_browser(served, models, tmp_path):
         page.locator("#reconstruct-button").click()
         page.locator("#reconstruct-output img").first.wait_for(state="visible", timeout=60_000)
         page.screenshot(path=str(screenshot), full_page=True)
+        page.get_by_role("tab", name="Sample").click()
+        page.locator("#sample-button").click()
+        page.locator("#sample-gallery img").first.wait_for(state="visible", timeout=60_000)
+        assert page.locator("#sample-gallery img").count() >= 4  # the tab's default: 4 images
+        assert "4 sample(s) of class 0" in page.locator("#sample-message").inner_text()
         browser.close()
     assert screenshot.stat().st_size > 10_000
     if SCREENSHOT_COPY:
@@ -282,3 +287,46 @@ def test_the_inpainting_mask_is_cropped_like_the_image():
     layer.paste((255, 255, 255, 255), (24, 0, 32, 16))  # the left half of the centre crop (columns 24..40)
     mask = demo_app.painted_mask({"layers": [layer]}, (16, 16))
     assert mask[:, :8].all() and not mask[:, 8:].any()
+
+
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+@pytest.fixture(scope="module")
+def cifar10_demo(tmp_path_factory):
+    """The layout of the CIFAR-10 pipeline of benchmarks/samples_cifar10.py (the `cifar10` VQ-VAE-2, 4x4 top and 8x8
+    bottom codes, the two class-conditional prior presets) at a tiny width, with a classifier that names the classes."""
+    from transformers import ResNetConfig, ResNetForImageClassification
+
+    root = tmp_path_factory.mktemp("cifar10_demo")
+    torch.manual_seed(0)
+    vq2 = VQVAE2Model(VQVAE2Config.from_preset("cifar10", hidden_channels=16, residual_channels=8, num_residual_blocks=1,
+                                               num_embeddings=16, embedding_dim=4))  # fmt: skip
+    small = dict(num_embeddings=16, hidden_channels=8, num_layers=2)
+    top = PixelCNNPriorModel(PixelCNNPriorConfig.from_preset("vqvae2-cifar10-top", **small, num_attention_layers=1))
+    bottom = PixelCNNPriorModel(PixelCNNPriorConfig.from_preset("vqvae2-cifar10-bottom", **small, condition_num_embeddings=16,
+                                                                condition_hidden_channels=8))  # fmt: skip
+    VQVAE2Pipeline(vqvae=vq2, prior_level_0=top, prior_level_1=bottom).save_pretrained(root / "pipeline")
+    classifier = ResNetForImageClassification(ResNetConfig(
+        num_channels=3, embedding_size=8, hidden_sizes=[8, 8], depths=[1, 1], layer_type="basic", num_labels=10,
+        id2label=dict(enumerate(CIFAR10_CLASSES)), label2id={name: i for i, name in enumerate(CIFAR10_CLASSES)}))  # fmt: skip
+    classifier.save_pretrained(root / "classifier")
+    return demo_app.load_demo(None, str(root / "pipeline"), str(root / "classifier"))
+
+
+def test_the_sample_tab_draws_class_conditional_cifar10_images_named_by_the_classifier(cifar10_demo):
+    """`app.py --pipeline outputs/samples-cifar10/pipeline-vqvae2 --classifier outputs/samples-cifar10/judge`."""
+    assert cifar10_demo.class_names() == CIFAR10_CLASSES
+    cats, message = cifar10_demo.sample(3, 1.0, 0, 1.0, 0, 2)
+    assert len(cats) == 2 and message == "2 sample(s) of class 3 (cat), temperature 1.0"
+    assert all(image.mode == "RGB" and image.size == demo_app.upscale(Image.new("RGB", (32, 32))).size for image in cats)
+    # the class reaches the priors: the same seed and another class draw other images
+    ships, message = cifar10_demo.sample(8, 1.0, 0, 1.0, 0, 2)
+    assert "class 8 (ship)" in message
+    assert any(not np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(cats, ships))
+    again, _ = cifar10_demo.sample(3, 1.0, 0, 1.0, 0, 2)
+    assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(cats, again))
+    kept, message = cifar10_demo.sample(3, 1.0, 0, 1.0, 0, 1, True)
+    assert len(kept) == 1 and "of class 3 (cat)" in message
+    with pytest.raises(gr.Error, match=r"class 10 is out of range: choose one in 0\.\.9"):
+        cifar10_demo.sample(10, 1.0, 0, 1.0, 0, 1)
