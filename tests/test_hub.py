@@ -26,7 +26,8 @@ TINY_PRIOR = ["--model", "pixelcnn-prior", "--preset", "mnist", "--level", "0", 
               "--max_train_steps", "3", "--report_to", "none", "--hidden_channels", "8", "--num_layers", "2",
               "--adam_weight_decay", "0.3"]  # fmt: skip
 MODEL_FILES = {"README.md", "config.json", "model.safetensors", "preprocessor_config.json", "metrics.json",
-               "reconstructions.png", "configuration_vqvae.py", "modeling_vqvae.py", "blocks.py", "quantizer.py"}  # fmt: skip
+               "reconstructions.png", "configuration_vqvae.py", "modeling_vqvae.py", "blocks.py", "quantizer.py",
+               "image_processing.py"}  # fmt: skip
 PRIOR_FILES = {"config.json", "model.safetensors", "metrics.json", "codes_info.json", "configuration_pixelcnn_prior.py",
                "modeling_pixelcnn_prior.py", "layers.py", "sampling.py"}  # fmt: skip
 SHA = "89abcdef0123456789abcdef0123456789abcdef"
@@ -89,10 +90,12 @@ def test_dry_run_assembles_exactly_the_published_files_and_validates(runs, tmp_p
     result = push_to_hub.main(push_to_hub.parse_args([str(root / "vqvae"), "--repo_id", "org/tiny-vqvae", "--dry_run",
                                                       "--staging_dir", str(tmp_path / "repo")]))  # fmt: skip
     assert {file.path for file in result["files"]} == MODEL_FILES
-    assert result["validation"] == {"kind": "VQVAEModel", "output_shape": [1, 1, 8, 8]}
+    # validated without hf_vqvae: the model and its processor load from the folder's code
+    validation = {"kind": "VQVAEModel", "output_shape": [1, 1, 8, 8], "image_processor": "VQImageProcessor"}
+    assert result["validation"] == validation
     assert result["uploaded"] is None
     out = capsys.readouterr().out
-    assert "model.safetensors" in out and "10 files" in out and "dry run: nothing uploaded" in out
+    assert "model.safetensors" in out and "11 files" in out and "dry run: nothing uploaded" in out
     card = (tmp_path / "repo" / "README.md").read_text()
     assert 'AutoModel.from_pretrained("org/tiny-vqvae")' in card and "name: org/tiny-vqvae" in card
 
@@ -101,11 +104,12 @@ def test_dry_run_of_a_pipeline_has_the_index_and_component_folders(runs, tmp_pat
     root, _ = runs
     result = push_to_hub.main(push_to_hub.parse_args([str(root / "pipeline"), "--repo_id", "org/tiny-pipeline",
                                                       "--dry_run", "--staging_dir", str(tmp_path / "repo")]))  # fmt: skip
-    # Component folders hold what VQVAE2Pipeline.save_pretrained wrote: weights, config and model code.
-    expected = {"model_index.json", "README.md"}
+    # Component folders hold what VQVAE2Pipeline.save_pretrained wrote: weights, config and model code; the root the
+    # pipeline's code.
+    expected = {"model_index.json", "README.md", "vqvae2_pipeline.py", "codes_source.py"}
     expected |= {f"vqvae/{name}" for name in MODEL_FILES if name.endswith((".py", ".json", ".safetensors"))}
     expected |= {f"prior_level_0/{name}" for name in PRIOR_FILES if name.endswith((".py", ".safetensors"))}
-    expected -= {"vqvae/metrics.json", "vqvae/preprocessor_config.json"}
+    expected -= {"vqvae/metrics.json", "vqvae/preprocessor_config.json", "vqvae/image_processing.py"}
     expected |= {"prior_level_0/config.json"}
     assert {file.path for file in result["files"]} == expected
     assert result["validation"]["kind"] == "pipeline" and result["validation"]["output_shape"] == [1, 8, 8, 1]
@@ -174,6 +178,21 @@ image.save("sample.png")
 print(type(model).__name__, type(pipe.prior_level_0).__name__, image.size)
 """
 
+# A user who never installed hf_vqvae: the repos' own code, through transformers' and diffusers' Auto loading.
+LOAD_BY_REPO_ID_WITHOUT_PACKAGE = """
+import sys
+sys.modules["hf_vqvae"] = None  # unimportable in this process
+import torch
+from diffusers import DiffusionPipeline
+from transformers import AutoImageProcessor, AutoModel
+model = AutoModel.from_pretrained("org/tiny-vqvae", trust_remote_code=True)
+processor = AutoImageProcessor.from_pretrained("org/tiny-vqvae", trust_remote_code=True)
+pipe = DiffusionPipeline.from_pretrained("org/tiny-pipeline", trust_remote_code=True)
+image = pipe(1, class_labels=[3], generator=torch.Generator().manual_seed(0)).images[0]
+image.save("sample_remote.png")
+print(type(model).__module__.split(".")[0], type(processor).__name__, type(pipe).__module__, image.size)
+"""
+
 
 def test_model_and_pipeline_load_by_repo_id_offline_in_a_fresh_process(runs, tmp_path):
     root, _ = runs
@@ -188,6 +207,13 @@ def test_model_and_pipeline_load_by_repo_id_offline_in_a_fresh_process(runs, tmp
     assert result.returncode == 0, result.stderr[-3000:]
     assert "VQVAEModel PixelCNNPriorModel (8, 8)" in result.stdout
     assert (tmp_path / "sample.png").is_file()
+
+    env["HF_MODULES_CACHE"] = str(tmp_path / "modules")
+    result = subprocess.run([sys.executable, "-c", LOAD_BY_REPO_ID_WITHOUT_PACKAGE], env=env, cwd=tmp_path,
+                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "transformers_modules VQImageProcessor diffusers_modules.local.vqvae2_pipeline (8, 8)" in result.stdout
+    assert (tmp_path / "sample_remote.png").read_bytes() == (tmp_path / "sample.png").read_bytes()
 
 
 def test_fine_tune_cards_name_their_base_model_and_keep_machine_paths_out(tmp_path):

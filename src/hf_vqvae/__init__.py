@@ -42,6 +42,8 @@ def _register() -> None:
         # with trust_remote_code=True where hf_vqvae is not installed.
         config_class.register_for_auto_class("AutoConfig")
         model_class.register_for_auto_class("AutoModel")
+    # The same for the image processor: preprocessor_config.json gets an auto_map and image_processing.py travels.
+    VQImageProcessor.register_for_auto_class("AutoImageProcessor")
 
 
 def list_presets() -> dict[str, list[str]]:

@@ -4,10 +4,12 @@ A run folder (what `scripts/train.py` writes) or a pipeline folder (`VQVAE2Pipel
 repo folder holding only what a user loads: safetensors weights, `config.json`, `preprocessor_config.json`, the
 remote-code files (so `trust_remote_code=True` works without the package), the card (re-rendered from
 `metrics.json` with the repo id), the run's image grid and `metrics.json`; for a pipeline `model_index.json` and one
-such folder per component. The remote-code files are exactly the modules the config's `auto_map` names and, found
-by parsing them (never importing), their same-folder relative imports, transitively: any other `*.py` in the run
-folder (notes, scripts) stays out, as do checkpoints, logs and anything pickled. A pipeline's component names must
-be plain folder names, checked before anything is read or written.
+such folder per component, and the pipeline's own module at the root. The remote-code files are exactly the modules
+the configs' `auto_map` (or model_index.json's `_class_name`) names and, found by parsing them (never importing),
+their same-folder relative imports, transitively: any other `*.py` in the run folder (notes, scripts) stays out, as do
+checkpoints, logs and anything pickled. A pipeline's component names must be plain folder names, checked before
+anything is read or written. Validation loads the folder as a user without hf_vqvae would: in a fresh process where
+the package cannot be imported, with `trust_remote_code=True`.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +35,8 @@ MODEL_FILES = ("config.json", "preprocessor_config.json", "metrics.json", "codes
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 # Configs whose `auto_map` names the remote-code modules a folder needs.
 AUTO_MAP_FILES = ("config.json", "preprocessor_config.json")
+# A pipeline's index: `_class_name` is `[module, class]` when the pipeline's code ships at the folder's root.
+PIPELINE_INDEX = "model_index.json"
 # A pipeline component is a folder directly inside the pipeline folder: no separators, no "..", no leading dot.
 COMPONENT_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
@@ -84,10 +89,14 @@ def _assemble_model(source: Path, target: Path, repo_id: str, card: bool = True)
 
 def remote_code_files(folder: str | Path) -> list[Path]:
     """The `*.py` files `trust_remote_code=True` loading of `folder` needs: the modules its configs' `auto_map`
-    names (`"modeling_vqvae.VQVAEModel"` -> `modeling_vqvae.py`) and, transitively, their same-folder relative
-    imports (`from .quantizer import ...` -> `quantizer.py`), found by parsing the files, never importing them."""
+    names (`"modeling_vqvae.VQVAEModel"` -> `modeling_vqvae.py`) or, for a pipeline folder, the module its
+    model_index.json's `_class_name` names (`["vqvae2_pipeline", "VQVAE2Pipeline"]` -> `vqvae2_pipeline.py`), and,
+    transitively, their same-folder relative imports (`from .quantizer import ...` -> `quantizer.py`), found by
+    parsing the files, never importing them. A pipeline's component folders are not included: each is a folder
+    of its own (`_assemble_pipeline` calls this once per component)."""
     folder = Path(folder)
     pending = [(f"{module}.py", f"the auto_map of {config}") for module, config in _auto_map_modules(folder)]
+    pending += [(f"{module}.py", f"the _class_name of {PIPELINE_INDEX}") for module in _pipeline_modules(folder)]
     needed: set[str] = set()
     while pending:
         name, needed_by = pending.pop()
@@ -121,6 +130,18 @@ def _auto_map_modules(folder: Path) -> list[tuple[str, str]]:
                                  "(expected 'module.Class'); fix the config before publishing")  # fmt: skip
             modules.append((module, config_name))
     return modules
+
+
+def _pipeline_modules(folder: Path) -> list[str]:
+    """The module model_index.json's `_class_name` names (`[module, class]`); none for a class name alone."""
+    path = folder / PIPELINE_INDEX
+    class_name = json.loads(path.read_text()).get("_class_name") if path.is_file() else None
+    if not isinstance(class_name, list):
+        return []
+    if len(class_name) != 2 or not isinstance(class_name[0], str) or not class_name[0].isidentifier():
+        raise ValueError(f"{path}: _class_name must be a class name or [module, class] with the module at the folder's "
+                         f"root, got {class_name!r}; re-save the pipeline with save_pretrained")  # fmt: skip
+    return [class_name[0]]
 
 
 def _class_references(values) -> list[str]:
@@ -192,48 +213,71 @@ def pipeline_components(source: str | Path) -> list[str]:
 
 
 def _assemble_pipeline(source: Path, target: Path, repo_id: str, components: list[str]) -> None:
-    shutil.copy2(source / "model_index.json", target / "model_index.json")
+    index = json.loads((source / PIPELINE_INDEX).read_text())
+    if not isinstance(index.get("_class_name"), list):
+        raise ValueError(f"{source / PIPELINE_INDEX} names the pipeline class {index.get('_class_name')!r} without its "
+                         "module: the folder was saved without the pipeline's code, so it would not load without "
+                         "hf_vqvae; load it with VQVAE2Pipeline.from_pretrained and save it again with save_pretrained")  # fmt: skip
+    shutil.copy2(source / PIPELINE_INDEX, target / PIPELINE_INDEX)
+    for path in remote_code_files(source):
+        shutil.copy2(path, target / path.name)
     for name in components:
         if not (source / name).is_dir():
             raise ValueError(f"model_index.json names the component {name!r} but {source / name} is missing")
         _assemble_model(source / name, target / name, f"{repo_id}/{name}", card=False)
+        module = index[name][0]
+        if not (target / name / f"{module}.py").is_file():
+            raise ValueError(f"model_index.json loads the component {name!r} from {module}.py, which is not among the "
+                             f"code of {source / name} (its config's auto_map); re-save the pipeline with "
+                             "save_pretrained")  # fmt: skip
     _pipeline_card(source, components, repo_id).save(target / "README.md")
 
 
 def _pipeline_card(source: Path, components: list[str], repo_id: str) -> ModelCard:
     data = ModelCardData(library_name="hf_vqvae", license="apache-2.0", pipeline_tag="unconditional-image-generation",
                          tags=["hf_vqvae", "vqvae2-pipeline"])  # fmt: skip
-    rows = []
+    rows, configs = [], {}
     for name in components:
-        config = json.loads((source / name / "config.json").read_text())
+        configs[name] = config = json.loads((source / name / "config.json").read_text())
         rows.append(f"| {name} | {config.get('architectures', ['?'])[0]} | {config.get('model_type')} |")
+    num_classes = configs.get("prior_level_0", {}).get("num_classes") or 0
+    labels = f", class_labels={[label % num_classes for label in range(4)]}" if num_classes else ""
     text = "\n".join([
         "---", data.to_yaml(), "---", "", "# VQ-VAE-2 sampling pipeline (hf_vqvae)", "",
         "A `VQVAE2Pipeline`: one autoregressive prior per level of the codes, top level first, and the VQ-VAE "
         "decoder.", "", "| component | class | model_type |", "| --- | --- | --- |", *rows, "", "## Usage", "",
-        "```python", "import hf_vqvae", "from hf_vqvae import VQVAE2Pipeline", "",
-        f'pipe = VQVAE2Pipeline.from_pretrained("{repo_id}")', "images = pipe(batch_size=4).images", "```", "",
-        "Each component folder has its own weights, config and model code.", "",
+        "Without hf_vqvae (diffusers and transformers run the code in this repo):", "",
+        "```python", "from diffusers import DiffusionPipeline", "from huggingface_hub import snapshot_download", "",
+        "# the whole snapshot: diffusers' own download fetches only each component's first module file",
+        f'pipe = DiffusionPipeline.from_pretrained(snapshot_download("{repo_id}"), trust_remote_code=True)',
+        f"images = pipe(batch_size=4{labels}).images", "```", "",
+        "With hf_vqvae installed (its own code runs):", "",
+        "```python", "from hf_vqvae import VQVAE2Pipeline", "",
+        f'pipe = VQVAE2Pipeline.from_pretrained("{repo_id}")', f"images = pipe(batch_size=4{labels}).images", "```", "",
+        "Each component folder has its own weights, config and model code; the pipeline's code is at the root.", "",
     ])  # fmt: skip
     return ModelCard(text)
 
 
 VALIDATE_SCRIPT = r"""
-import json, sys, torch
-import hf_vqvae
+import json, sys
+sys.modules["hf_vqvae"] = None  # a user without the package: only the folder's own code can load it
+import torch
 from pathlib import Path
-from transformers import AutoModel
+from PIL import Image
 folder = Path(sys.argv[1])
 torch.manual_seed(0)
 with torch.no_grad():
     if (folder / "model_index.json").is_file():
-        pipe = hf_vqvae.VQVAE2Pipeline.from_pretrained(folder)
+        from diffusers import DiffusionPipeline
+        pipe = DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)
         labels = [0] if getattr(pipe.prior_level_0.config, "num_classes", 0) else None
         images = pipe(1, class_labels=labels, output_type="np").images
-        print(json.dumps({"kind": "pipeline", "output_shape": list(images.shape)}))
+        result = {"kind": "pipeline", "output_shape": list(images.shape)}
     else:
-        model = AutoModel.from_pretrained(folder).eval()
-        config = model.config
+        from transformers import AutoImageProcessor, AutoModel
+        model = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
+        config, result = model.config, {}
         if hasattr(config, "code_shape"):
             shape = config.code_shape or [4, 4]
             labels = torch.zeros(1, dtype=torch.long) if getattr(config, "num_classes", 0) else None
@@ -241,18 +285,30 @@ with torch.no_grad():
             output = model(codes, class_labels=labels) if labels is not None else model(codes)
             shape = list(output.logits.shape)
         else:
-            size = config.image_size if isinstance(config.image_size, list) else [config.image_size] * 2
-            output = model(torch.rand(1, config.num_channels, *size) * 2 - 1)
-            shape = list(output.reconstruction.shape)
-        print(json.dumps({"kind": type(model).__name__, "output_shape": shape}))
+            height, width = config.image_size if isinstance(config.image_size, list) else [config.image_size] * 2
+            pixels = torch.rand(1, config.num_channels, height, width) * 2 - 1
+            if (folder / "preprocessor_config.json").is_file():  # the model reads what its processor makes
+                processor = AutoImageProcessor.from_pretrained(folder, trust_remote_code=True)
+                image = Image.new("RGB" if config.num_channels == 3 else "L", (width * 2, height * 2), 128)
+                pixels = processor(image).pixel_values
+                result["image_processor"] = type(processor).__name__
+            shape = list(model(pixels).reconstruction.shape)
+        result = {"kind": type(model).__name__, "output_shape": shape, **result}
+loaded = sorted(name for name, module in sys.modules.items() if name.startswith("hf_vqvae") and module is not None)
+if loaded:
+    raise SystemExit(f"hf_vqvae was imported after all: {loaded}")
+print(json.dumps(result))
 """
 
 
 def validate_repo_folder(folder: str | Path, timeout: int = 600) -> dict:
-    """Load the folder in a fresh Python process (as a user would) and run one batch; raise if that fails."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run([sys.executable, "-c", VALIDATE_SCRIPT, str(folder)], capture_output=True, text=True,
-                            env=env, timeout=timeout)  # fmt: skip
+    """Load the folder in a fresh Python process as a user without hf_vqvae would (the package made unimportable,
+    `trust_remote_code=True`: AutoModel, and AutoImageProcessor where the folder has one, or DiffusionPipeline for a
+    pipeline) and run one batch; raise if that fails."""
+    with tempfile.TemporaryDirectory(prefix="hf_vqvae_validate_") as modules:  # the remote code's import cache
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": modules}
+        result = subprocess.run([sys.executable, "-c", VALIDATE_SCRIPT, str(folder)], capture_output=True, text=True,
+                                env=env, timeout=timeout)  # fmt: skip
     if result.returncode != 0:
         raise RuntimeError(f"the repo folder {folder} does not load and run in a fresh process:\n{result.stderr[-3000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])

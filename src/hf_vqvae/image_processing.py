@@ -1,4 +1,10 @@
-"""Images (PIL, NumPy, torch) <-> the normalised tensors the models read; saved as preprocessor_config.json."""
+"""Images (PIL, NumPy, torch) <-> the normalised tensors the models read; saved as preprocessor_config.json.
+
+This file travels with every saved processor (hf_vqvae registers `VQImageProcessor` for `AutoImageProcessor`, so
+`save_pretrained` copies it and writes an `auto_map`), and `AutoImageProcessor.from_pretrained(folder,
+trust_remote_code=True)` runs it where hf_vqvae is not installed: it must import only NumPy, PIL, torch and
+transformers, and nothing of the package (tests/test_remote_code.py loads it with the package unimportable).
+"""
 
 from __future__ import annotations
 

@@ -4,21 +4,38 @@ Ancestral sampling (VQ-VAE-2 §3.2): the top prior samples the top codes, each l
 conditioned on the level above, and the decoder maps all levels to pixels. A single-level VQ-VAE takes one prior.
 Also: completion / inpainting (keep the codes of a known region, resample the rest), reconstruction (encode ->
 decode, the papers' denoising use) and classifier-based rejection sampling (VQ-VAE-2 §3.3).
+
+This module travels with every saved pipeline (`save_pretrained` copies it and `codes_source.py`, the one module it
+imports with a dot, to the folder's root), so that `DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)`
+works where hf_vqvae is not installed: it imports only the standard library, torch, diffusers, transformers and
+huggingface_hub, and nothing relative but `codes_source` (diffusers copies a custom pipeline's direct relative imports
+only, not theirs).
 """
 
 from __future__ import annotations
 
 import inspect
+import json
+import shutil
+import sys
 from collections.abc import Callable, Iterable
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from diffusers import DiffusionPipeline
 from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
+from diffusers.utils.dynamic_modules_utils import get_relative_imports
+from huggingface_hub import snapshot_download
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+from transformers.models.auto.modeling_auto import MODEL_MAPPING
 
 from .codes_source import check_codes_source
 
 MAX_LEVELS = 3
+# What `download` leaves out of a Hub repo: pickled weights and other frameworks' formats (published repos hold none).
+_NOT_DOWNLOADED = ["*.bin", "*.pt", "*.pth", "*.pkl", "*.ckpt", "*.msgpack", "*.onnx", "*.pb"]
+_HUB_ARGUMENTS = ("cache_dir", "force_download", "local_files_only", "token", "revision")
 
 
 class VQVAE2Pipeline(DiffusionPipeline):
@@ -39,6 +56,9 @@ class VQVAE2Pipeline(DiffusionPipeline):
     ```python
     >>> pipe = VQVAE2Pipeline(vqvae=vqvae, prior_level_0=top_prior, prior_level_1=bottom_prior)
     >>> images = pipe(batch_size=4, class_labels=[1, 2, 3, 4], temperature=0.9, generator=torch.manual_seed(0)).images
+    >>> pipe.save_pretrained("my-pipeline")  # weights, configs and the code of the pipeline and of every component
+    >>> VQVAE2Pipeline.from_pretrained("my-pipeline")  # the installed package's code
+    >>> DiffusionPipeline.from_pretrained("my-pipeline", trust_remote_code=True)  # the folder's code, no install
     ```
     """
 
@@ -163,6 +183,117 @@ class VQVAE2Pipeline(DiffusionPipeline):
             raise ValueError(f"output_type must be 'pil', 'np' or 'pt', got {output_type!r}")
         return ImagePipelineOutput(images=result) if return_dict else (result,)
 
+    # ------------------------------------------------------------------------------------------------------------
+    # saving and loading: a saved folder carries its code
+    # ------------------------------------------------------------------------------------------------------------
+
+    def save_pretrained(self, save_directory, push_to_hub: bool = False, **kwargs) -> None:
+        """`DiffusionPipeline.save_pretrained`, in diffusers' layout for code that ships with the folder, so that
+        `DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)` loads it where hf_vqvae is not installed.
+
+        `model_index.json` names the pipeline `[module, class]` with that module (and `codes_source.py`) at the
+        folder's root, and each component `[module, class]` of the modeling file its own `save_pretrained` wrote
+        beside its weights (with the `auto_map` that `AutoModel.from_pretrained(..., trust_remote_code=True)` reads).
+        """
+        if push_to_hub:
+            raise ValueError("VQVAE2Pipeline.save_pretrained(push_to_hub=True) is not supported: save to a folder, "
+                             "then publish it with scripts/push_to_hub.py, which checks it loads without hf_vqvae")  # fmt: skip
+        for component in self.components.values():
+            if component is not None:
+                _register_for_auto_class(component)
+        super().save_pretrained(save_directory, **kwargs)
+        _write_code_layout(self, Path(save_directory))
+
+    @classmethod
+    def load_config(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """`DiffusionPipeline.load_config`, reading a folder saved with its code (see `save_pretrained`) as this
+        class: components whose model type this process has registered with `AutoModel` (`import hf_vqvae` does)
+        load with the registered classes, so `VQVAE2Pipeline.from_pretrained(folder)` runs none of the folder's code
+        and needs no `trust_remote_code`; others load from the folder's code (and need it)."""
+        loaded = super().load_config(pretrained_model_name_or_path, *args, **kwargs)
+        folder = Path(pretrained_model_name_or_path)
+        if not folder.is_dir():
+            return loaded
+        if isinstance(loaded, tuple):
+            return (_with_registered_classes(loaded[0], folder), *loaded[1:])
+        return _with_registered_classes(loaded, folder)
+
+    @classmethod
+    def download(cls, pretrained_model_name, **kwargs) -> str:
+        """The whole Hub repo (published repos hold only what the pipeline loads), for `from_pretrained` to read
+        as a folder. diffusers' own `download` would run the repo's pipeline module, and so ask for
+        `trust_remote_code`, even where this class is the one that loads."""
+        hub_arguments = {name: kwargs[name] for name in _HUB_ARGUMENTS if kwargs.get(name) is not None}
+        return snapshot_download(pretrained_model_name, ignore_patterns=_NOT_DOWNLOADED, **hub_arguments)
+
+
+def _register_for_auto_class(component) -> None:
+    """Make `save_pretrained` write the component's code and `auto_map`. hf_vqvae registers its classes on import;
+    a class loaded from a folder's code by diffusers is not (transformers' Auto classes register theirs)."""
+    model_class = type(component)
+    if getattr(model_class, "_auto_class", "") is None:
+        model_class.register_for_auto_class("AutoModel")
+    config_class = type(getattr(component, "config", None))
+    if getattr(config_class, "_auto_class", "") is None:
+        config_class.register_for_auto_class("AutoConfig")
+
+
+def pipeline_code_files(pipeline_class: type) -> list[Path]:
+    """The files `DiffusionPipeline.from_pretrained(..., trust_remote_code=True)` needs for `pipeline_class`: its
+    module and the same-folder modules that module imports with a dot. diffusers copies only those direct imports
+    (with its own `get_relative_imports`, used here too), so they must not import further modules with a dot."""
+    module_file = Path(sys.modules[pipeline_class.__module__].__file__)
+    files = [module_file, *(module_file.parent / f"{name}.py" for name in sorted(get_relative_imports(module_file)))]
+    for path in files[1:]:
+        nested = get_relative_imports(path)
+        if nested:
+            raise RuntimeError(f"{path.name}, imported by {module_file.name}, imports {sorted(nested)} with a dot; "
+                               "diffusers does not copy those for remote code: import them in the pipeline module")  # fmt: skip
+    return files
+
+
+def _write_code_layout(pipeline: VQVAE2Pipeline, folder: Path) -> None:
+    """Copy the pipeline's code to the folder's root and name it, and each component's code, in model_index.json."""
+    files = pipeline_code_files(type(pipeline))
+    for path in files:
+        shutil.copyfile(path, folder / path.name)
+    index_path = folder / "model_index.json"
+    index = json.loads(index_path.read_text())
+    index["_class_name"] = [files[0].stem, type(pipeline).__name__]
+    for name, component in pipeline.components.items():
+        module = type(component).__module__.rpartition(".")[2] if component is not None else None
+        if module and (folder / name / f"{module}.py").is_file():
+            index[name] = [module, type(component).__name__]
+    index_path.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+
+
+def _with_registered_classes(config: dict, folder: Path) -> dict:
+    """model_index.json as this process's classes load it: the pipeline by class name, and each component whose
+    code ships in its folder by the class registered with `AutoModel` for its model type (when there is one)."""
+    config = dict(config)
+    if isinstance(config.get("_class_name"), list):
+        config["_class_name"] = config["_class_name"][1]
+    for name, entry in config.items():
+        if name.startswith("_") or not isinstance(entry, list) or len(entry) != 2 or not isinstance(entry[0], str):
+            continue
+        if not (folder / name / f"{entry[0]}.py").is_file():
+            continue  # a class of an installed library, not code of the folder
+        model_class = _registered_model_class(folder / name / "config.json")
+        if model_class is not None and model_class.__name__ == entry[1]:
+            config[name] = [model_class.__module__, model_class.__name__]
+    return config
+
+
+def _registered_model_class(config_file: Path) -> type | None:
+    """The class `AutoModel` maps the config's `model_type` to in this process, or None."""
+    if not config_file.is_file():
+        return None
+    model_type = json.loads(config_file.read_text()).get("model_type")
+    if not isinstance(model_type, str) or model_type not in CONFIG_MAPPING:
+        return None
+    config_class = CONFIG_MAPPING[model_type]
+    return MODEL_MAPPING[config_class] if config_class in MODEL_MAPPING else None
+
 
 def _mask_to_codes(mask: torch.Tensor, shape) -> torch.Tensor:
     """A pixel mask (B, H, W) -> a code-grid mask: a code is resampled if any of its pixels is masked."""
@@ -230,4 +361,4 @@ def rejection_sample(pipe: VQVAE2Pipeline, classifier: Callable[[torch.Tensor], 
             "kept": keep}  # fmt: skip
 
 
-__all__ = ["VQVAE2Pipeline", "check_priors_match", "rejection_sample"]
+__all__ = ["VQVAE2Pipeline", "check_priors_match", "pipeline_code_files", "rejection_sample"]
