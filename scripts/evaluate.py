@@ -31,8 +31,8 @@ from hf_vqvae.data import (
     load_image_splits,
 )
 from hf_vqvae.evaluation import BINARIZE_MODES, evaluate_vae, evaluate_vq, to_jsonable
+from hf_vqvae.registry import FAMILIES, family_for
 
-VQ_MODEL_TYPES = ("vqvae", "vqvae2")
 DEFAULT_JSON_NAME = "eval_results.json"
 
 logger = logging.getLogger("evaluate")
@@ -133,8 +133,8 @@ def eval_batches(args: argparse.Namespace, config):
         max_eval_samples=args.max_eval_samples,
     )
     splits = load_image_splits(data_args, seed=args.seed)
-    value_range = (-1.0, 1.0) if config.model_type in VQ_MODEL_TYPES else (0.0, 1.0)
-    transform = ImageTransform(config.image_size, config.num_channels, value_range=value_range, center_crop=True)
+    transform = ImageTransform(config.image_size, config.num_channels, value_range=family_for(config).value_range,
+                               center_crop=True)  # fmt: skip
     stats = BatchStats()
     batches = batches_for_rank(
         splits.eval, splits.image_column, transform, batch_size=args.batch_size, seed=args.seed, epoch=0,
@@ -146,15 +146,16 @@ def eval_batches(args: argparse.Namespace, config):
 def run_evaluation(model, batches, args: argparse.Namespace, device: torch.device) -> dict:
     """`evaluate_vq` or `evaluate_vae` by the model's type, as JSON-ready numbers."""
     model_type = model.config.model_type
-    if model_type in VQ_MODEL_TYPES:
+    family = family_for(model)
+    if family.is_vq:
         if args.num_samples or args.binarize != "none":
             logger.warning("--num_samples and --binarize apply to VAEs only; ignored for a %s", model_type)
         return to_jsonable(evaluate_vq(model, batches))
-    if model_type == "vae":
+    if family.kind == "vae":
         generator = torch.Generator(device=device).manual_seed(args.seed)
         metrics = evaluate_vae(model, batches, args.num_samples, generator=generator, binarize=args.binarize)
         return to_jsonable(metrics)
-    known = ", ".join(("vae", *VQ_MODEL_TYPES))
+    known = ", ".join(f.model_type for f in FAMILIES if f.reads_images)
     raise ValueError(f"cannot evaluate a model of type {model_type!r}; expected one of: {known}")
 
 

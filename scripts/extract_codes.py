@@ -32,6 +32,7 @@ import hf_vqvae  # noqa: F401  (registers the Auto classes)
 from hf_vqvae.data import BatchStats, DataArguments, ImageTransform, batches_for_rank, load_image_splits
 from hf_vqvae.data.codes import CodesInfo, check_output_dir, clear_codes_dataset, code_dtype, write_card, write_shard
 from hf_vqvae.pipelines.codes_source import codebook_fingerprints
+from hf_vqvae.registry import families_of_kind
 
 logger = logging.getLogger("extract_codes")
 
@@ -126,8 +127,9 @@ def _load_vq_model(source: str):
     if os.path.isdir(source) and not (Path(source) / "config.json").is_file():
         raise ValueError(f"{source} has no config.json: pass a folder written by save_pretrained or a Hub id")
     model = AutoModel.from_pretrained(source)
-    if model.config.model_type not in ("vqvae", "vqvae2"):
-        raise ValueError(f"{source} is a {model.config.model_type!r} model; codes come from a vqvae or vqvae2 model")
+    if model.config.model_type not in [family.model_type for family in families_of_kind("vq")]:
+        vq_names = " or ".join(family.model_type for family in families_of_kind("vq"))
+        raise ValueError(f"{source} is a {model.config.model_type!r} model; codes come from a {vq_names} model")
     return model
 
 

@@ -41,6 +41,7 @@ import hf_vqvae  # noqa: F401  (registers the Auto classes)
 from hf_vqvae import VQImageProcessor, VQVAE2Pipeline
 from hf_vqvae.image_processing import resize_and_center_crop, to_model_mode
 from hf_vqvae.pipelines import ClassifierJudge, rejection_sample
+from hf_vqvae.registry import family_for
 from transformers import AutoModel
 
 DEFAULT_MODEL = "outputs/vqvae-digits"  # what `make train` writes
@@ -76,7 +77,7 @@ class Demo:
 
     @property
     def is_vae(self) -> bool:
-        return self.model.config.model_type == "vae"
+        return family_for(self.model).kind == "vae"
 
     @property
     def num_levels(self) -> int:

@@ -12,12 +12,9 @@ import torch
 import torch._dynamo
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from test_duplicated_helpers import _code
 
 from hf_vqvae import VAEConfig, VAEModel, VQVAE2Config, VQVAE2Model, VQVAEConfig, VQVAEModel
 from hf_vqvae.models.pixelcnn_prior import PixelCNNPriorConfig, PixelCNNPriorModel
-from hf_vqvae.models.pixelcnn_prior import modeling_pixelcnn_prior
-from hf_vqvae.models.vae import modeling_vae
 from hf_vqvae.models.vqvae import quantizer as vq_quantizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -208,13 +205,6 @@ def test_distributed_training_forward_traces_whole_and_equals_eager(tmp_path):
         assert torch.equal(value, rank1[key]), f"{key} differs between ranks"
         if key.startswith("1."):
             assert torch.equal(value, rank0["0." + key[2:]]), f"{key[2:]}: traced != eager"
-
-
-@pytest.mark.parametrize("module", [modeling_vae, modeling_pixelcnn_prior], ids=["vae", "pixelcnn_prior"])
-def test_the_traced_value_check_helper_matches_the_vqvae_original(module):
-    assert _code(module._check_failed) == _code(vq_quantizer._check_failed), (
-        f"{module.__name__}._check_failed drifted from hf_vqvae.models.vqvae.quantizer._check_failed"
-    )
 
 
 @pytest.mark.slow

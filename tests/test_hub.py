@@ -27,9 +27,9 @@ TINY_PRIOR = ["--model", "pixelcnn-prior", "--preset", "mnist", "--level", "0", 
               "--adam_weight_decay", "0.3"]  # fmt: skip
 MODEL_FILES = {"README.md", "config.json", "model.safetensors", "preprocessor_config.json", "metrics.json",
                "reconstructions.png", "configuration_vqvae.py", "modeling_vqvae.py", "blocks.py", "quantizer.py",
-               "image_processing.py"}  # fmt: skip
+               "image_processing.py", "config_helpers.py", "modeling_helpers.py"}  # fmt: skip
 PRIOR_FILES = {"config.json", "model.safetensors", "metrics.json", "codes_info.json", "configuration_pixelcnn_prior.py",
-               "modeling_pixelcnn_prior.py", "layers.py", "sampling.py"}  # fmt: skip
+               "modeling_pixelcnn_prior.py", "layers.py", "sampling.py", "config_helpers.py", "modeling_helpers.py"}  # fmt: skip
 SHA = "89abcdef0123456789abcdef0123456789abcdef"
 
 
@@ -57,7 +57,7 @@ def test_the_card_of_a_training_run_has_metadata_metrics_and_valid_yaml(runs):
     root, metrics = runs
     text = (root / "vqvae" / "README.md").read_text()
     meta = _front_matter(text)
-    assert meta["library_name"] == "hf_vqvae" and meta["license"] == "apache-2.0"
+    assert meta["library_name"] == "transformers" and "custom_code" in meta["tags"] and meta["license"] == "apache-2.0"
     assert meta["pipeline_tag"] == "image-to-image" and {"hf_vqvae", "vqvae"} <= set(meta["tags"])
     card = ModelCard(text, ignore_metadata_errors=False)  # parses the YAML and the model-index strictly
     by_type = {result.metric_type: result.metric_value for result in card.data.eval_results}
@@ -95,7 +95,7 @@ def test_dry_run_assembles_exactly_the_published_files_and_validates(runs, tmp_p
     assert result["validation"] == validation
     assert result["uploaded"] is None
     out = capsys.readouterr().out
-    assert "model.safetensors" in out and "11 files" in out and "dry run: nothing uploaded" in out
+    assert "model.safetensors" in out and "13 files" in out and "dry run: nothing uploaded" in out
     card = (tmp_path / "repo" / "README.md").read_text()
     assert 'AutoModel.from_pretrained("org/tiny-vqvae")' in card and "name: org/tiny-vqvae" in card
 
@@ -228,7 +228,7 @@ def test_fine_tune_cards_name_their_base_model_and_keep_machine_paths_out(tmp_pa
     assert {r.metric_type: r.metric_value for r in card.data.eval_results} == {"elbo": -90.5, "nll": 88.25}
     local = render_model_card(config, {}, {**training, "base_model": str(tmp_path / "run")})
     assert local.data.base_model is None and "fine-tuned from `run`" in local.text
-    with pytest.raises(ValueError, match="no model card template for model_type 'gan'"):
+    with pytest.raises(ValueError, match="unknown model family 'gan'; hf_vqvae knows: vae"):
         from hf_vqvae.cards import family
 
         family("gan")

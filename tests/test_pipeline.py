@@ -200,3 +200,21 @@ def test_cifar10_prior_presets_make_a_class_conditional_two_level_pipeline_whose
     assert logits.shape == (2, 512, 8, 8) and moved.max() > 1e-4, "the bottom prior reads the top codes"
     assert moved[:, :2, :2].min() > 1e-4, "the bottom positions under the changed top code all move"
     assert not torch.allclose(logits, other_class), "and the class"
+
+
+def test_a_transformer_prior_pipeline_inpaints_like_a_pixelcnn_one():
+    """Both priors share one `sample()` signature, so the pipeline inpaints with either."""
+    from hf_vqvae import TransformerPriorConfig, TransformerPriorModel, VQVAEConfig, VQVAEModel
+
+    torch.manual_seed(0)
+    vqvae = VQVAEModel(VQVAEConfig(num_channels=1, image_size=16, hidden_channels=16, residual_channels=8,
+                                   num_residual_blocks=1, num_downsamples=2, num_embeddings=16, embedding_dim=4))  # fmt: skip
+    prior = TransformerPriorModel(TransformerPriorConfig.from_preset(
+        "mnist", num_embeddings=16, code_shape=[4, 4], num_classes=0, n_layer=1, n_embd=16, n_head=2))  # fmt: skip
+    pipe = VQVAE2Pipeline(vqvae=vqvae, prior_level_0=prior)
+    pixels = torch.rand(2, 1, 16, 16) * 2 - 1
+    mask = torch.zeros(2, 16, 16, dtype=torch.bool)
+    mask[:, 8:] = True
+    before = pipe.vqvae.encode(pixels).codes[0]
+    after = pipe.inpaint_codes(pixels, mask, generator=torch.Generator().manual_seed(0))[0]
+    assert torch.equal(before[:, :2], after[:, :2]) and not torch.equal(before[:, 2:], after[:, 2:])

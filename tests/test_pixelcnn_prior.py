@@ -437,8 +437,8 @@ def test_sampling_argument_errors():
     fixed = torch.zeros(2, 6, 6, dtype=torch.long)
     mask = torch.zeros(2, 6, 6, dtype=torch.bool)
     cases = [
-        (dict(temperature=0), r"temperature must be > 0, got 0"),
-        (dict(temperature=-1.0), r"temperature must be > 0"),
+        (dict(temperature=0), r"temperature must be a finite number > 0, got 0; use a small value"),
+        (dict(temperature=-1.0), r"temperature must be a finite number > 0, got -1.0"),
         (dict(temperature=float("nan")), r"temperature must be a finite number > 0, got nan"),
         (dict(top_k=0), r"top_k must be None or an integer >= 1 .*got 0"),
         (dict(top_k=2.5), r"top_k must be None or an integer >= 1"),

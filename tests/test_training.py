@@ -46,7 +46,7 @@ def test_a_run_writes_the_model_folder_grid_metrics_and_card(tmp_path):
     assert training["steps"] == 4 and training["dataset"] == "sklearn-digits" and training["base_model"] is None
     assert 0 <= written["codebook_usage_level_0"] <= 1 and written["mse"] > 0
     card = (tmp_path / "README.md").read_text()
-    assert "library_name: hf_vqvae" in card and f"{written['mse']:.5g}" in card
+    assert "library_name: transformers" in card and f"{written['mse']:.5g}" in card
     from transformers import AutoModel
 
     model = AutoModel.from_pretrained(tmp_path)

@@ -446,15 +446,15 @@ def test_class_and_condition_change_the_samples():
     [
         (lambda x: {**x, "codes": x["codes"][0]}, r"codes must be a \(batch, height, width\) LongTensor"),
         (lambda x: {**x, "codes": x["codes"].float()}, "integer code indices"),
-        (lambda x: {**x, "codes": x["codes"] + 8}, r"codes must lie in \[0, 8\) \(num_embeddings\)"),
+        (lambda x: {**x, "codes": x["codes"] + 8}, r"codes must lie in \[0, 8\) \(num_embeddings=8\)"),
         (lambda x: {**x, "codes": x["codes"] - 1}, r"codes must lie in \[0, 8\)"),
         (lambda x: {**x, "codes": x["codes"].repeat(1, 2, 1)}, "32 codes, more than the 16 positions"),
-        (lambda x: {k: v for k, v in x.items() if k != "class_labels"}, "class_labels are required"),
+        (lambda x: {k: v for k, v in x.items() if k != "class_labels"}, "this prior is class-conditional \\(num_classes=3\\); pass class_labels"),
         (lambda x: {**x, "class_labels": x["class_labels"] + 3}, r"class_labels must lie in \[0, 3\)"),
         (lambda x: {**x, "class_labels": x["class_labels"] - 1}, r"class_labels must lie in \[0, 3\)"),
-        (lambda x: {**x, "class_labels": x["class_labels"][:2]}, r"class_labels must be a LongTensor of shape \(3,\)"),
-        (lambda x: {**x, "class_labels": x["class_labels"].float()}, "integer labels"),
-        (lambda x: {k: v for k, v in x.items() if k != "condition_codes"}, "condition_codes are required"),
+        (lambda x: {**x, "class_labels": x["class_labels"][:2]}, r"class_labels must be a \(3,\) LongTensor"),
+        (lambda x: {**x, "class_labels": x["class_labels"].float()}, r"class_labels must be a \(3,\) LongTensor .*dtype torch.float32"),
+        (lambda x: {k: v for k, v in x.items() if k != "condition_codes"}, "this prior is conditioned on the upper level's codes"),
         (lambda x: {**x, "condition_codes": x["condition_codes"] + 5}, r"condition_codes must lie in \[0, 5\)"),
         (lambda x: {**x, "condition_codes": x["condition_codes"][:, 0]}, r"condition_codes must be a \(batch, height"),
         (lambda x: {**x, "condition_codes": x["condition_codes"][:2]}, "condition_codes hold 2 maps but the batch"),
@@ -472,9 +472,9 @@ def test_bad_forward_inputs_raise(change, message):
 def test_unexpected_conditioning_raises():
     model = TransformerPriorModel(tiny(**UNCONDITIONAL))
     inputs = make_inputs(tiny())
-    with pytest.raises(ValueError, match="class_labels were given but this prior has no classes"):
+    with pytest.raises(ValueError, match="class_labels were given but this prior is not class-conditional"):
         model(inputs["codes"], class_labels=inputs["class_labels"])
-    with pytest.raises(ValueError, match="condition_codes were given but this prior is not conditioned"):
+    with pytest.raises(ValueError, match="condition_codes were given but this prior has no spatial condition"):
         model(inputs["codes"], condition_codes=inputs["condition_codes"])
     with pytest.raises(ValueError, match="class_labels were given"):
         model.sample(2, class_labels=1)
@@ -486,17 +486,17 @@ def test_unexpected_conditioning_raises():
         (dict(temperature=0.0), "temperature must be a finite number > 0"),
         (dict(temperature=-1.0), "temperature"),
         (dict(temperature=float("inf")), "temperature"),
-        (dict(top_k=0), "top_k must be an integer >= 1"),
+        (dict(top_k=0), "top_k must be None or an integer >= 1"),
         (dict(top_k=2.5), "top_k"),
-        (dict(top_p=0.0), r"top_p must be a probability in \(0, 1\]"),
+        (dict(top_p=0.0), r"top_p must be None or a number in \(0, 1\]"),
         (dict(top_p=1.5), "top_p"),
         (dict(shape=(5, 4)), "20 codes, more than the 16 positions"),
         (dict(shape=(4,)), r"shape must be \(height, width\)"),
         (dict(shape=(0, 4)), "every entry of shape"),
         (dict(batch_size=0), "batch_size must be an integer >= 1"),
         (dict(class_labels=3), r"class_labels must lie in \[0, 3\)"),
-        (dict(class_labels=None), "class_labels are required"),
-        (dict(condition_codes=None), "condition_codes are required"),
+        (dict(class_labels=None), "this prior is class-conditional \\(num_classes=3\\); pass class_labels"),
+        (dict(condition_codes=None), "this prior is conditioned on the upper level's codes"),
         (dict(condition_codes=torch.zeros(3, 2, 2, dtype=torch.long)), "condition_codes hold 3 maps but the batch"),
     ],
 )
@@ -505,3 +505,34 @@ def test_bad_sample_arguments_raise(kwargs, message):
     arguments = dict(batch_size=2, class_labels=1, condition_codes=torch.zeros(2, 2, 2, dtype=torch.long))
     with pytest.raises(ValueError, match=message):
         model.sample(**{**arguments, **kwargs})
+
+
+def test_fixed_codes_are_kept_and_condition_what_follows_with_and_without_cache():
+    """Completion / inpainting as with the PixelCNN: the masked codes are kept, the others drawn after them."""
+    model = TransformerPriorModel(tiny())
+    arguments = dict(batch_size=2, class_labels=1, condition_codes=torch.zeros(2, 2, 2, dtype=torch.long))
+    fixed = torch.randint(0, 8, (2, 4, 4), generator=torch.Generator().manual_seed(1))
+    mask = torch.zeros(2, 4, 4, dtype=torch.bool)
+    mask[:, :2] = True  # the top half of both maps
+    mask[1, 3, 3] = True  # and the last code of the second
+    cached = model.sample(**arguments, fixed_codes=fixed, fixed_mask=mask, generator=torch.Generator().manual_seed(0))
+    naive = model.sample(**arguments, fixed_codes=fixed, fixed_mask=mask, generator=torch.Generator().manual_seed(0),
+                         use_cache=False)  # fmt: skip
+    assert torch.equal(cached[mask], fixed[mask]) and torch.equal(cached, naive)
+    free = model.sample(**arguments, generator=torch.Generator().manual_seed(0))
+    assert not torch.equal(free[mask], fixed[mask])  # without them the same seed draws other codes there
+    with pytest.raises(ValueError, match="fixed_codes and fixed_mask go together"):
+        model.sample(**arguments, fixed_codes=fixed)
+    with pytest.raises(ValueError, match=r"fixed_codes must lie in \[0, 8\)"):
+        model.sample(**arguments, fixed_codes=fixed + 8, fixed_mask=mask)
+
+
+def test_both_priors_share_one_sample_signature():
+    import inspect
+
+    from hf_vqvae import PixelCNNPriorModel
+
+    def parameters(cls):
+        return [(p.name, p.default) for p in inspect.signature(cls.sample).parameters.values()]
+
+    assert parameters(TransformerPriorModel) == parameters(PixelCNNPriorModel)

@@ -19,24 +19,17 @@ from .models.vqvae import (
     VQVAEConfig,
     VQVAEModel,
 )
+from .registry import FAMILIES, ModelFamily, family_for
 
 __version__ = "0.1.0"
 
-_MODEL_CLASSES = {
-    VAEConfig: VAEModel,
-    VQVAEConfig: VQVAEModel,
-    VQVAE2Config: VQVAE2Model,
-    PixelCNNPriorConfig: PixelCNNPriorModel,
-    TransformerPriorConfig: TransformerPriorModel,
-}
-_IMAGE_MODELS = (VAEConfig, VQVAEConfig, VQVAE2Config)
-
 
 def _register() -> None:
-    for config_class, model_class in _MODEL_CLASSES.items():
+    for family in FAMILIES:
+        config_class, model_class = family.config_class, family.model_class
         AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
         AutoModel.register(config_class, model_class, exist_ok=True)
-        if config_class in _IMAGE_MODELS:
+        if family.reads_images:
             AutoImageProcessor.register(config_class, image_processor_classes={"pil": VQImageProcessor}, exist_ok=True)
         # save_pretrained then writes the model folder's code and an auto_map, so the saved folder also loads
         # with trust_remote_code=True where hf_vqvae is not installed.
@@ -48,7 +41,7 @@ def _register() -> None:
 
 def list_presets() -> dict[str, list[str]]:
     """Every named architecture, by config class name: `{"VQVAE2Config": ["ffhq1024-paper", ...], ...}`."""
-    return {config_class.__name__: config_class.list_presets() for config_class in _MODEL_CLASSES}
+    return {family.config_class.__name__: family.config_class.list_presets() for family in FAMILIES}
 
 
 _register()
@@ -71,5 +64,8 @@ __all__ = [
     "VQVAEModel",
     "VQVAE2Pipeline",
     "VectorQuantizer",
+    "FAMILIES",
+    "ModelFamily",
+    "family_for",
     "list_presets",
 ]

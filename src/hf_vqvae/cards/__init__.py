@@ -11,9 +11,9 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-TEMPLATES = Path(__file__).resolve().parent / "templates"
+from ..registry import ModelFamily, family_for
 
-FAMILIES = {"vqvae": "vqvae", "vqvae2": "vqvae", "vae": "vae", "pixelcnn_prior": "prior", "transformer_prior": "prior"}
+TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 BIBTEX = {
     "vae": """@article{kingma2013autoencoding,
@@ -38,10 +38,6 @@ BIBTEX = {
   Luan, David and Amodei, Dario and Sutskever, Ilya}, year={2019}
 }""",
 }
-CITATIONS = {
-    "vqvae": ["vqvae"], "vqvae2": ["vqvae2", "vqvae"], "vae": ["vae"],
-    "pixelcnn_prior": ["pixelcnn", "vqvae2", "vqvae"], "transformer_prior": ["gpt2", "vqvae"],
-}  # fmt: skip
 
 # metric key -> (label in the results table, model-index metric type, task type); a key with {level} repeats per level.
 _EVAL_METRICS = {
@@ -66,10 +62,9 @@ _ARCHITECTURE_FIELDS = (
 )  # fmt: skip
 
 
-def family(model_type: str) -> str:
-    if model_type not in FAMILIES:
-        raise ValueError(f"no model card template for model_type {model_type!r}; known: {', '.join(FAMILIES)}")
-    return FAMILIES[model_type]
+def family(model_type: str) -> ModelFamily:
+    """The registry's family of `model_type`: its card template, citations and names."""
+    return family_for(model_type)
 
 
 def render_model_card(config, metrics: dict, training: dict | None = None, *, repo_id: str | None = None,
@@ -82,26 +77,30 @@ def render_model_card(config, metrics: dict, training: dict | None = None, *, re
     """
     training = training or {}
     model_type = config.model_type
+    kind = family(model_type)
     source = str(training.get("dataset", "unknown data"))
     dataset = _dataset_name(source)
     eval_results = _eval_results(metrics, dataset, _num_levels(config))
     card_data = ModelCardData(
-        library_name="hf_vqvae", license="apache-2.0", pipeline_tag=_pipeline_tag(model_type),
-        tags=["hf_vqvae", model_type, *(["vq-prior"] if model_type.endswith("prior") else ["image-reconstruction"])],
-        datasets=[source] if _is_hub_id(source) else None, base_model=_hub_base_model(training),
+        # The repo carries its model code (trust_remote_code=True), so transformers is the library that loads it;
+        # `custom_code` makes the Hub show that in its usage snippet.
+        library_name="transformers", license="apache-2.0", pipeline_tag=kind.pipeline_tag,
+        tags=["hf_vqvae", "custom_code", model_type, *(["vq-prior"] if kind.is_prior else ["image-reconstruction"])],
+        datasets=[source] if _is_hub_id(source) else None, base_model=_hub_base_model(training, config),
         model_name=repo_id or f"{model_type}-hf_vqvae", eval_results=eval_results or None,
     )  # fmt: skip
     values = _template_values(config, metrics, training, repo_id, parameters, image, dataset)
-    return ModelCard.from_template(card_data, template_path=str(TEMPLATES / f"{family(model_type)}.md.jinja"), **values)
+    return ModelCard.from_template(card_data, template_path=str(TEMPLATES / kind.card_template), **values)
 
 
 def _template_values(config, metrics, training, repo_id, parameters, image, dataset) -> dict:
     model_type = config.model_type
+    kind = family(model_type)
     num_levels = _num_levels(config)
     return dict(
-        config=config, title=f"{_display_name(model_type)} trained with hf_vqvae", repo_id=repo_id or "PATH_OR_REPO_ID",
+        config=config, title=f"{kind.display_name} trained with hf_vqvae", repo_id=repo_id or "PATH_OR_REPO_ID",
         summary=_summary(config, dataset, training), image=image or "", image_caption="reconstructions" if
-        model_type.startswith("vq") else "samples", parameters=f"{parameters:,}" if parameters else "see config",
+        kind.is_vq else "samples", parameters=f"{parameters:,}" if parameters else "see config",
         architecture=[(key, getattr(config, key)) for key in _ARCHITECTURE_FIELDS if _shown(config, key)],
         architecture_name=_architecture_name(config), num_levels=num_levels,
         latent_shapes=config.latent_shapes() if hasattr(config, "latent_shapes") else None,
@@ -109,13 +108,12 @@ def _template_values(config, metrics, training, repo_id, parameters, image, data
         "codebook loss (gradient)", bottom_downsample=_bottom_downsample(config), dataset=dataset,
         image_size=getattr(config, "image_size", None), training_text=_training_text(training),
         eval_text=_eval_text(metrics, training),
-        results=_results_table(metrics, num_levels), citations=[BIBTEX[name] for name in CITATIONS[model_type]],
-        cli_model={"vqvae": "vqvae", "vqvae2": "vqvae2", "vae": "vae", "pixelcnn_prior": "pixelcnn-prior",
-                   "transformer_prior": "transformer-prior"}[model_type],
+        results=_results_table(metrics, num_levels), citations=[BIBTEX[name] for name in kind.citations],
+        cli_model=kind.cli_name,
         code_shape="x".join(str(side) for side in getattr(config, "code_shape", []) or []) or "any",
         class_conditioning=f"{config.num_classes} classes" if getattr(config, "num_classes", 0) else "none",
         level_conditioning="yes" if getattr(config, "condition_num_embeddings", 0) else "no (a top-level prior)",
-        level=metrics.get("level", 0),
+        level=metrics.get("level", 0), vq_model=_vq_model_id(config) or "VQVAE_REPO_ID",
     )  # fmt: skip
 
 
@@ -166,8 +164,8 @@ def _eval_text(metrics: dict, training: dict) -> str:
 
 
 def _summary(config, dataset: str, training: dict) -> str:
-    text = f"A {_display_name(config.model_type)} ({_architecture_name(config)}) trained on `{dataset}`"
-    if _hub_base_model(training):
+    text = f"A {family(config.model_type).display_name} ({_architecture_name(config)}) trained on `{dataset}`"
+    if _hub_base_model(training) and training.get("base_model"):
         text += f", fine-tuned from [`{training['base_model']}`](https://huggingface.co/{training['base_model']})"
     elif training.get("base_model"):
         text += f", fine-tuned from `{_dataset_name(str(training['base_model']))}`"
@@ -192,22 +190,8 @@ def _training_text(training: dict) -> str:
     return "\n".join(parts)
 
 
-def _display_name(model_type: str) -> str:
-    return {"vqvae": "VQ-VAE", "vqvae2": "VQ-VAE-2", "vae": "VAE", "pixelcnn_prior": "PixelCNN prior",
-            "transformer_prior": "transformer prior"}.get(model_type, model_type)  # fmt: skip
-
-
 def _architecture_name(config) -> str:
-    model_type = config.model_type
-    if model_type in ("vqvae", "vqvae2"):
-        blocks = getattr(config, "architecture", "paper")
-        return f"{_num_levels(config)}-level VQ-VAE with {blocks} blocks, K = {config.num_embeddings}, " \
-               f"D = {config.embedding_dim}"
-    if model_type == "vae":
-        return f"{config.architecture} VAE, {config.latent_dim}-d latent, {config.decoder_distribution} decoder"
-    if model_type == "pixelcnn_prior":
-        return f"gated PixelCNN, {config.num_layers} layers x {config.hidden_channels} channels"
-    return f"GPT-2 causal transformer, {getattr(config, 'n_layer', '?')} layers"
+    return family(config.model_type).architecture_summary(config)
 
 
 def _num_levels(config) -> int:
@@ -218,14 +202,20 @@ def _bottom_downsample(config) -> int:
     return 2 ** sum(config.level_downsamples) if hasattr(config, "level_downsamples") else 1
 
 
-def _pipeline_tag(model_type: str) -> str:
-    return "image-to-image" if model_type in ("vqvae", "vqvae2") else "unconditional-image-generation"
-
-
-def _hub_base_model(training: dict) -> str | None:
-    """`base_model` metadata must be a Hub id: a fine-tune of a local folder is named in the text only."""
+def _hub_base_model(training: dict, config=None) -> str | None:
+    """`base_model` metadata, a Hub id: the model a fine-tune started from, else for a prior the VQ model whose codes
+    it models. A local folder is named in the text only."""
     base = training.get("base_model")
-    return base if base and _is_hub_id(str(base)) else None
+    if base and _is_hub_id(str(base)):
+        return base
+    return _vq_model_id(config) if config is not None else None
+
+
+def _vq_model_id(config) -> str | None:
+    """The Hub id of the VQ model that made a prior's codes (`config.codes_source`), when it is one."""
+    source = getattr(config, "codes_source", None) or {}
+    model = str(source.get("model", ""))
+    return model if _is_hub_id(model) else None
 
 
 def _dataset_name(source: str) -> str:
@@ -243,4 +233,4 @@ def _format(value) -> str:
     return f"{value:.5g}" if isinstance(value, float) else str(value)
 
 
-__all__ = ["BIBTEX", "FAMILIES", "TEMPLATES", "family", "render_model_card"]
+__all__ = ["BIBTEX", "TEMPLATES", "family", "render_model_card"]

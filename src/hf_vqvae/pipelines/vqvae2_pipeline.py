@@ -14,7 +14,6 @@ only, not theirs).
 
 from __future__ import annotations
 
-import inspect
 import json
 import shutil
 import sys
@@ -32,7 +31,6 @@ from transformers.models.auto.modeling_auto import MODEL_MAPPING
 
 from .codes_source import check_codes_source
 
-MAX_LEVELS = 3
 # What `download` leaves out of a Hub repo: pickled weights and other frameworks' formats (published repos hold none).
 _NOT_DOWNLOADED = ["*.bin", "*.pt", "*.pth", "*.pkl", "*.ckpt", "*.msgpack", "*.onnx", "*.pb"]
 _HUB_ARGUMENTS = ("cache_dir", "force_download", "local_files_only", "token", "revision")
@@ -76,10 +74,6 @@ class VQVAE2Pipeline(DiffusionPipeline):
     @property
     def priors(self) -> list:
         return [p for p in (self.prior_level_0, self.prior_level_1, self.prior_level_2) if p is not None]
-
-    @property
-    def value_range(self) -> tuple[float, float]:
-        return (-1.0, 1.0)
 
     @torch.no_grad()
     def __call__(
@@ -134,13 +128,11 @@ class VQVAE2Pipeline(DiffusionPipeline):
 
         A code is resampled when any of its pixels is masked; every other code is kept, and the priors condition on
         the kept codes before each position in raster order (completing the lower part of an image is a mask over
-        its lower rows). Needs priors whose `sample` takes `fixed_codes` (the PixelCNN prior).
+        its lower rows). Both priors (PixelCNN and transformer) sample around fixed codes.
         """
         expected = (pixel_values.shape[0], *pixel_values.shape[-2:])
         if tuple(mask.shape) != expected:
             raise ValueError(f"mask must have shape (batch, height, width) = {expected}, got {tuple(mask.shape)}")
-        if any("fixed_codes" not in inspect.signature(prior.sample).parameters for prior in self.priors):
-            raise ValueError("inpainting needs priors that sample around fixed codes (PixelCNNPriorModel)")
         encoded = self.vqvae.encode(pixel_values.to(self.vqvae.device)).codes
         keep = [~_mask_to_codes(mask.to(self.vqvae.device), code.shape[-2:]) for code in encoded]
         labels = self._class_labels(class_labels, pixel_values.shape[0])

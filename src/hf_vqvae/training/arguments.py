@@ -12,19 +12,21 @@ from dataclasses import dataclass, field
 
 from transformers import PreTrainedConfig
 
-MODEL_TYPES = ("vae", "vqvae", "vqvae2", "pixelcnn-prior", "transformer-prior")
+from ..registry import FAMILIES, cli_names
 
 
 @dataclass
 class ModelArguments:
     """Which model to train, from a preset or from a saved model."""
 
-    model: str = field(default="vqvae", metadata={"help": f"Model family: one of {', '.join(MODEL_TYPES)}."})
+    model: str = field(default="vqvae", metadata={
+        "help": "Model family: " + "; ".join(f"{f.cli_name} ({f.description})" for f in FAMILIES) + ".",
+        "choices": list(cli_names())})
     preset: str | None = field(
         default=None,
         metadata={
-            "help": "Named architecture from the papers (hf_vqvae.list_presets()); default: mnist-paper (vae), "
-            "mnist (vqvae), imagenet256-paper (vqvae2). Not allowed with --init_from."
+            "help": "Named architecture from the papers (hf_vqvae.list_presets()); default: "
+            + ", ".join(f"{f.default_preset} ({f.cli_name})" for f in FAMILIES) + ". Not allowed with --init_from."
         },
     )
     init_from: str | None = field(

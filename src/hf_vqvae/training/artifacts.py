@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 from ..cards import render_model_card
+from ..registry import family_for
 
 
 
@@ -32,7 +33,7 @@ def reconstruction_grid(model, processor, pixel_values: torch.Tensor, max_images
     pixel_values = pixel_values[:max_images]
     reconstruction = model(pixel_values).reconstruction
     model.train(was_training)
-    if model.config.model_type == "vae":
+    if family_for(model).kind == "vae":
         reconstruction = reconstruction.clamp(0, 1)
     return image_grid([processor.postprocess(pixel_values), processor.postprocess(reconstruction)])
 

@@ -11,48 +11,39 @@ from transformers import AutoConfig, AutoModel, get_scheduler
 
 from ..data.codes import INFO_FILE, CodesInfo
 from ..image_processing import VQImageProcessor
-from ..models.pixelcnn_prior import PixelCNNPriorConfig, PixelCNNPriorModel
-from ..models.transformer_prior import TransformerPriorConfig, TransformerPriorModel
-from ..models.vae import VAEConfig, VAEModel
-from ..models.vqvae import PAPER_CODEBOOK, VQVAE2Config, VQVAE2Model, VQVAEConfig, VQVAEModel
-from .arguments import MODEL_TYPES, ModelArguments
-
-MODEL_CLASSES = {
-    "vae": (VAEConfig, VAEModel),
-    "vqvae": (VQVAEConfig, VQVAEModel),
-    "vqvae2": (VQVAE2Config, VQVAE2Model),
-    "pixelcnn-prior": (PixelCNNPriorConfig, PixelCNNPriorModel),
-    "transformer-prior": (TransformerPriorConfig, TransformerPriorModel),
-}
-DEFAULT_PRESETS = {"vae": "mnist-paper", "vqvae": "mnist", "vqvae2": "imagenet256-paper", "pixelcnn-prior": "mnist",
-                   "transformer-prior": "mnist"}  # fmt: skip
-PRIOR_TYPES = {"pixelcnn_prior", "transformer_prior"}
+from ..models.vqvae import PAPER_CODEBOOK
+from ..registry import cli_names, families_of_kind, family_for
+from .arguments import ModelArguments
 
 logger = logging.getLogger(__name__)
 
 
-def config_class_for(model_type: str):
-    if model_type not in MODEL_CLASSES:
-        raise ValueError(f"--model must be one of {', '.join(MODEL_TYPES)}, got {model_type!r}")
-    return MODEL_CLASSES[model_type][0]
+def config_class_for(cli_name: str):
+    """The config class of a `--model` name; a clear error for an unknown one."""
+    if cli_name not in cli_names():
+        raise ValueError(f"--model must be one of {', '.join(cli_names())}, got {cli_name!r}")
+    return family_for(cli_name).config_class
+
+
+def default_preset(args: ModelArguments) -> str:
+    return args.preset or family_for(args.model).default_preset
 
 
 def build_model(args: ModelArguments, overrides: dict, resolution: int | None):
     """A new model from `--preset` (+ overrides), or a saved one from `--init_from` (fine-tuning)."""
-    config_class, model_class = MODEL_CLASSES[args.model][0], MODEL_CLASSES[args.model][1]
+    family = family_for(config_class_for(args.model).model_type)
     if args.paper_codebook:
         overrides = _with_paper_codebook(args, overrides)
     if args.init_from is not None:
         return _load_for_fine_tuning(args, overrides, resolution)
     if args.reset_dead_codes:
         raise ValueError("--reset_dead_codes re-seeds the codes of a saved model: use it with --init_from")
-    preset = args.preset or DEFAULT_PRESETS[args.model]
     values = dict(overrides)
-    if args.model.endswith("prior"):
+    if family.is_prior:
         values = {**prior_fields_from_codes(args), **values}  # what the codes dataset says, unless overridden
     elif resolution is not None:
         values["image_size"] = resolution
-    return model_class(config_class.from_preset(preset, **values))
+    return family.model_class(family.config_class.from_preset(default_preset(args), **values))
 
 
 def prior_fields_from_codes(args: ModelArguments) -> dict:
@@ -67,10 +58,9 @@ def prior_fields_from_codes(args: ModelArguments) -> dict:
         raise ValueError(f"--level {args.level} is out of range: the codes have {info.num_levels} level(s), top = 0")
     fields = {"num_embeddings": info.num_embeddings, "code_shape": info.code_shapes[args.level],
               "num_classes": info.num_classes, "condition_num_embeddings": info.num_embeddings if args.level else 0}  # fmt: skip
-    if args.level and args.model == "pixelcnn-prior":
-        fields["condition_upsample_factor"] = info.code_shapes[args.level][0] // info.code_shapes[args.level - 1][0]
-    if args.level and args.model == "transformer-prior":
-        fields["condition_shape"] = info.code_shapes[args.level - 1]
+    if args.level:
+        fields.update(family_for(args.model).config_class.condition_fields(info.code_shapes[args.level - 1],
+                                                                           info.code_shapes[args.level]))
     return fields
 
 
@@ -85,20 +75,21 @@ def _load_for_fine_tuning(args: ModelArguments, overrides: dict, resolution: int
             f"--preset {args.preset} conflicts with --init_from {args.init_from}: the saved model's config gives the "
             f"architecture; drop --preset"
         )
+    family = family_for(args.model)
     architecture = [key for key in overrides if key not in FINE_TUNING_CODEBOOK_FIELDS]
-    if architecture or (overrides and args.model not in ("vqvae", "vqvae2")):
+    if architecture or (overrides and not family.is_vq):
         raise ValueError(
             f"config overrides ({', '.join('--' + k for k in architecture or overrides)}) cannot change a saved model's "
             f"architecture; train from a preset instead, or drop them (a VQ model's fine-tune may set "
             f"{', '.join('--' + k for k in FINE_TUNING_CODEBOOK_FIELDS)})"
         )
     config = AutoConfig.from_pretrained(args.init_from)
-    if config.model_type != args.model.replace("-", "_"):
+    if config.model_type != family.model_type:
         raise ValueError(f"{args.init_from} is a {config.model_type!r} model, not --model {args.model}")
-    if args.model in ("vqvae", "vqvae2"):
+    if family.is_vq:
         config = _fine_tuning_codebook(config, overrides)
     model = AutoModel.from_pretrained(args.init_from, config=config)
-    if resolution is not None and args.model == "vae" and resolution != model.config.image_size:
+    if resolution is not None and family.kind == "vae" and resolution != model.config.image_size:
         raise ValueError(f"a VAE reads images of its config's size {model.config.image_size} only; drop --resolution")
     if resolution is not None:
         model.config.image_size = resolution  # the VQ models are fully convolutional
@@ -107,8 +98,9 @@ def _load_for_fine_tuning(args: ModelArguments, overrides: dict, resolution: int
 
 def _with_paper_codebook(args: ModelArguments, overrides: dict) -> dict:
     """`--paper_codebook`: the papers' codebook options under the user's explicit overrides."""
-    if args.model not in ("vqvae", "vqvae2"):
-        raise ValueError(f"--paper_codebook applies to the VQ models (vqvae, vqvae2), not --model {args.model}")
+    if not family_for(args.model).is_vq:
+        vq_names = ", ".join(f.cli_name for f in families_of_kind("vq"))
+        raise ValueError(f"--paper_codebook applies to the VQ models ({vq_names}), not --model {args.model}")
     paper = PAPER_CODEBOOK
     if args.init_from is not None:  # a saved model keeps its lookup; only how its codebook trains changes
         paper = {key: value for key, value in PAPER_CODEBOOK.items() if key in FINE_TUNING_CODEBOOK_FIELDS}

@@ -33,9 +33,10 @@ from accelerate import Accelerator
 from accelerate.state import PartialState
 from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin, parse_flag_from_env
 
+from ..registry import families_of_kind, family_for
+
 logger = logging.getLogger(__name__)
 
-SHARDABLE_MODEL_TYPES = ("pixelcnn_prior", "transformer_prior")
 
 
 def fsdp_requested() -> bool:
@@ -86,9 +87,9 @@ def prepare_for_sharding(accelerator: Accelerator, model) -> None:
     """Under FSDP: refuse a model FSDP would train wrongly, and answer what Accelerate's FSDP2 preparation asks."""
     if not is_sharded(accelerator):
         return
-    if model.config.model_type not in SHARDABLE_MODEL_TYPES:
+    if not family_for(model).is_prior:
         raise ValueError(
-            f"FSDP (accelerate launch --use_fsdp) trains the priors (pixelcnn-prior, transformer-prior), not a "
+            f"FSDP (accelerate launch --use_fsdp) trains the priors ({', '.join(f.cli_name for f in families_of_kind('prior'))}), not a "
             f"{model.config.model_type} model: a VQ codebook is written in place during the forward pass (k-means "
             f"init, dead-code restarts), which a sharded model would lose. Launch without --use_fsdp (DDP)"
         )

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from ..data import BatchStats, DataArguments, ImageTransform, batches_for_rank, default_num_workers, load_image_splits
 from ..data.codes import INFO_FILE, check_prior_matches, code_batches, load_codes
 from ..evaluation import binarize, evaluate_vae, evaluate_vq, to_jsonable
+from ..registry import family_for
 from .artifacts import reconstruction_grid, sample_grid
 from .builders import build_processor
 
@@ -92,7 +93,7 @@ class ImageTask(_Workers):
 
     def forward(self, model, config, batch: dict, device):
         pixel_values = self.model_input(batch, device)
-        if config.model_type == "vae":
+        if family_for(config).kind == "vae":
             pixel_values = binarize(pixel_values, self.args.binarize)  # dynamic: the global RNG, restored on resume
             return model(pixel_values, num_latent_samples=self.args.num_latent_samples)
         return model(pixel_values)
@@ -103,7 +104,7 @@ class ImageTask(_Workers):
 
     def evaluate(self, model) -> dict:
         moved = ({"pixel_values": b["pixel_values"].to(model.device)} for b in self.eval_batches(self.args.eval_batch_size))
-        if model.config.model_type == "vae":
+        if family_for(model).kind == "vae":
             generator = torch.Generator(device=model.device).manual_seed(self.args.seed)
             return to_jsonable(evaluate_vae(model, moved, binarize=self.args.binarize, generator=generator))
         return to_jsonable(evaluate_vq(model, moved))
@@ -115,7 +116,7 @@ class ImageTask(_Workers):
     def write_artifacts(self, model, output_dir: Path) -> None:
         self.processor.save_pretrained(output_dir)
         self.grid(model).save(output_dir / "reconstructions.png")
-        if model.config.model_type == "vae":
+        if family_for(model).kind == "vae":
             sample_grid(model, self.processor, seed=self.args.seed).save(output_dir / "samples.png")
 
 
@@ -189,7 +190,7 @@ class PriorTask(_Workers):
 
 
 def make_task(model, model_args, data_args: DataArguments, args):
-    if model.config.model_type in ("pixelcnn_prior", "transformer_prior"):
+    if family_for(model).is_prior:
         if model_args.codes_dataset is None:
             raise ValueError("a prior trains on codes: pass --codes_dataset DIR (made by scripts/extract_codes.py)")
         return PriorTask(model, model_args.codes_dataset, model_args.level, args)

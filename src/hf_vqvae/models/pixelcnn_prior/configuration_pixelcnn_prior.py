@@ -6,57 +6,29 @@ the top (with self-attention) and bottom (conditioned on the top codes) priors o
 §3.3 and Table 3 of its appendix).
 
 This folder is self-contained on purpose: a saved model folder is loaded with `trust_remote_code=True` by people
-without hf_vqvae installed, and transformers copies only the modules this folder imports with a single dot. So the
-small helpers below (`_check_int`, `_PresetMixin`, the `from_pretrained` guard) are deliberate duplicates of those
-in `models/vqvae/configuration_vqvae.py`; keep them in step. This file imports no torch.
+without hf_vqvae installed, and transformers copies only the modules this folder imports with a single dot: the
+helpers come from `config_helpers.py`, a generated copy of `models/shared/config_helpers.py`. This file imports no torch.
 """
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 from transformers import PreTrainedConfig
 
-# The largest code map side `code_shape` accepts: a code map is never larger than its image, whose sides the VQ-VAE
-# configs bound by 8192 (their MAX_IMAGE_SIDE).
-MAX_CODE_SIDE = 8192
+from .config_helpers import MAX_IMAGE_SIDE, ConfigMixin, check_int
 
-
-# Duplicated from models/vqvae/configuration_vqvae.py: this folder must import nothing outside itself (see above).
-def _check_int(name: str, value: Any, minimum: int, maximum: int | None = None) -> None:
-    too_big = maximum is not None and isinstance(value, int) and value > maximum
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum or too_big:
-        bounds = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
-        raise ValueError(f"{name} must be an integer {bounds}, got {value!r}")
+# The largest code map side `code_shape` accepts: a code map is never larger than its image.
+MAX_CODE_SIDE = MAX_IMAGE_SIDE
 
 
 def _check_odd_kernel(name: str, value: Any) -> None:
-    _check_int(name, value, 3)
+    check_int(name, value, 3)
     if value % 2 == 0:
         raise ValueError(f"{name} must be odd (a centred kernel, e.g. 3, 5 or 7), got {value!r}")
 
 
-# Duplicated from models/vqvae/configuration_vqvae.py (self-contained folder, see the module docstring).
-class _PresetMixin:
-    """`from_preset(name, **overrides)` and `list_presets()` over a class-level `PRESETS` table."""
-
-    PRESETS = {}  # name -> keyword arguments; filled by each config class
-
-    @classmethod
-    def list_presets(cls) -> list[str]:
-        """Names accepted by `from_preset`."""
-        return sorted(cls.PRESETS)
-
-    @classmethod
-    def from_preset(cls, name: str, **overrides):
-        """The named architecture from the papers (an architecture, not weights); keywords override any field."""
-        if name not in cls.PRESETS:
-            raise ValueError(f"unknown {cls.__name__} preset {name!r}; known presets: {', '.join(cls.list_presets())}")
-        return cls(**{**copy.deepcopy(cls.PRESETS[name]), **overrides})
-
-
-class PixelCNNPriorConfig(_PresetMixin, PreTrainedConfig):
+class PixelCNNPriorConfig(ConfigMixin, PreTrainedConfig):
     r"""
     Configuration of a [`PixelCNNPriorModel`]: an autoregressive prior p(c) = ∏ p(c_ij | c_<ij) over a map of
     discrete codes in raster (row-major) order.
@@ -176,18 +148,18 @@ class PixelCNNPriorConfig(_PresetMixin, PreTrainedConfig):
     def _validate(self) -> None:
         if self.codes_source is not None and not isinstance(self.codes_source, dict):
             raise ValueError(f"codes_source must be a dict (written by prior training) or None, got {self.codes_source!r}")
-        _check_int("num_embeddings", self.num_embeddings, 1)
-        _check_int("hidden_channels", self.hidden_channels, 1)
-        _check_int("num_layers", self.num_layers, 0)
+        check_int("num_embeddings", self.num_embeddings, 1)
+        check_int("hidden_channels", self.hidden_channels, 1)
+        check_int("num_layers", self.num_layers, 0)
         _check_odd_kernel("kernel_size", self.kernel_size)
         _check_odd_kernel("first_kernel_size", self.first_kernel_size)
-        _check_int("num_classes (0 for an unconditional prior)", self.num_classes, 0)
-        _check_int("condition_num_embeddings (0 for no spatial condition)", self.condition_num_embeddings, 0)
-        _check_int("condition_hidden_channels", self.condition_hidden_channels, 1)
-        _check_int("condition_num_residual_blocks", self.condition_num_residual_blocks, 0)
-        _check_int("condition_upsample_factor", self.condition_upsample_factor, 1)
-        _check_int("num_attention_layers", self.num_attention_layers, 0)
-        _check_int("num_heads", self.num_heads, 1)
+        check_int("num_classes (0 for an unconditional prior)", self.num_classes, 0)
+        check_int("condition_num_embeddings (0 for no spatial condition)", self.condition_num_embeddings, 0)
+        check_int("condition_hidden_channels", self.condition_hidden_channels, 1)
+        check_int("condition_num_residual_blocks", self.condition_num_residual_blocks, 0)
+        check_int("condition_upsample_factor", self.condition_upsample_factor, 1)
+        check_int("num_attention_layers", self.num_attention_layers, 0)
+        check_int("num_heads", self.num_heads, 1)
         if self.num_attention_layers > 0:
             if self.num_attention_layers > self.num_layers - 1:
                 raise ValueError(
@@ -207,14 +179,19 @@ class PixelCNNPriorConfig(_PresetMixin, PreTrainedConfig):
             shape = self.code_shape
             if not isinstance(shape, list) or len(shape) != 2:
                 raise ValueError(f"code_shape must be [height, width] or None, got {shape!r}")
-            _check_int("code_shape height", shape[0], 1, MAX_CODE_SIDE)
-            _check_int("code_shape width", shape[1], 1, MAX_CODE_SIDE)
+            check_int("code_shape height", shape[0], 1, MAX_CODE_SIDE)
+            check_int("code_shape width", shape[1], 1, MAX_CODE_SIDE)
             factor = self.condition_upsample_factor
             if self.condition_num_embeddings > 0 and (shape[0] % factor or shape[1] % factor):
                 raise ValueError(
                     f"code_shape {shape} is not divisible by condition_upsample_factor {factor}: the condition codes "
                     f"are upsampled by {factor} to the code map size; use a multiple of {factor}"
                 )
+
+    @classmethod
+    def condition_fields(cls, upper_shape, shape) -> dict:
+        """The fields that condition a prior over `shape` codes on the upper level's `upper_shape` codes."""
+        return {"condition_upsample_factor": int(shape[0]) // int(upper_shape[0])}
 
     @property
     def attention_positions(self) -> list[int]:
@@ -225,18 +202,6 @@ class PixelCNNPriorConfig(_PresetMixin, PreTrainedConfig):
         """
         layers, count = self.num_layers, self.num_attention_layers
         return [(block + 1) * layers // (count + 1) for block in range(count)]
-
-    # Duplicated from models/vqvae/configuration_vqvae.py (self-contained folder, see the module docstring).
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
-        config_dict, _ = cls.get_config_dict(pretrained_model_name_or_path, **dict(kwargs))
-        found = config_dict.get("model_type")
-        if found is not None and found != cls.model_type:
-            raise ValueError(
-                f"{pretrained_model_name_or_path} holds a config of model_type {found!r}, not {cls.model_type!r}; "
-                f"load it with AutoModel.from_pretrained (after `import hf_vqvae`) or the matching class"
-            )
-        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
 
 __all__ = ["PixelCNNPriorConfig"]

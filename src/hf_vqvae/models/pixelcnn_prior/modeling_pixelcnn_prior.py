@@ -15,7 +15,6 @@ traces the training forward without a graph break.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import torch
@@ -26,7 +25,15 @@ from transformers.utils import ModelOutput
 
 from .configuration_pixelcnn_prior import PixelCNNPriorConfig
 from .layers import CausalSelfAttention, ConditioningStack, GatedMaskedConvLayer
-from .sampling import IncrementalSampler, NaiveSampler, autoregressive_sample, check_sampling_arguments
+from .modeling_helpers import (
+    StrictLoadingMixin,
+    check_class_labels,
+    check_code_map,
+    check_fixed_codes,
+    check_no_condition,
+    check_sampling,
+)
+from .sampling import IncrementalSampler, NaiveSampler, autoregressive_sample
 
 
 @dataclass
@@ -45,30 +52,7 @@ class PixelCNNPriorOutput(ModelOutput):
     logits: torch.FloatTensor | None = None
 
 
-def _integer_tensor(value) -> bool:
-    return isinstance(value, torch.Tensor) and not value.dtype.is_floating_point and not value.is_complex() and (
-        value.dtype != torch.bool
-    )
-
-
-def _check_failed(condition: torch.Tensor, traced_message: str) -> bool:
-    """Whether the bool tensor `condition` is False, for a value check that then raises a `ValueError`.
-
-    Traced (torch.compile, torch.export), a Python branch on a tensor's value would break the graph: the check
-    becomes an in-graph assertion (`torch._assert_async`, a RuntimeError with `traced_message`) and this returns
-    False. Duplicated from models/vqvae/quantizer.py (self-contained folder); tests keep the copies equal.
-    """
-    if torch.compiler.is_compiling():
-        torch._assert_async(condition, traced_message)
-        return False
-    return not bool(condition)
-
-
-def _shape(value):
-    return tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
-
-
-class PixelCNNPriorPreTrainedModel(PreTrainedModel):
+class PixelCNNPriorPreTrainedModel(StrictLoadingMixin, PreTrainedModel):
     """Weights init (PyTorch's default) and safetensors-only loading."""
 
     config_class = PixelCNNPriorConfig
@@ -81,34 +65,6 @@ class PixelCNNPriorPreTrainedModel(PreTrainedModel):
         # PyTorch's default initialisation, not transformers' N(0, 0.02) (which would silently change the model).
         if isinstance(module, (nn.Conv2d, nn.Linear, nn.Embedding, nn.LayerNorm)):
             module.reset_parameters()
-
-    # Duplicated from models/vqvae/modeling_vqvae.py: this folder must import nothing outside itself, so that a
-    # saved model loads with trust_remote_code=True where hf_vqvae is not installed.
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *args, allow_partial_load: bool = False, **kwargs):
-        """As `PreTrainedModel.from_pretrained`, safetensors only, strict, with clear errors for broken folders.
-
-        A weight of the model missing from the checkpoint, a weight of the checkpoint that the model does not have,
-        or one of another shape raises a `ValueError` naming them, instead of a model with randomly initialised
-        layers. `allow_partial_load=True` loads the weights that match and initialises the rest (to fine-tune from
-        part of a model); `ignore_mismatched_sizes=True` allows only the shape differences. With
-        `output_loading_info=True` it returns `(model, loading_info)` as transformers does.
-        """
-        path = os.fspath(pretrained_model_name_or_path)
-        _require_safetensors(path)
-        return_info = kwargs.pop("output_loading_info", False)
-        ignore_mismatched = kwargs.pop("ignore_mismatched_sizes", False)
-        kwargs.setdefault("use_safetensors", True)
-        try:
-            model, info = super().from_pretrained(
-                pretrained_model_name_or_path, *args, output_loading_info=True, ignore_mismatched_sizes=True, **kwargs
-            )
-        except Exception as error:
-            _raise_if_unreadable(path, error)
-            raise
-        if not allow_partial_load:
-            _require_complete_load(path, type(model).__name__, info, ignore_mismatched)
-        return (model, info) if return_info else model
 
 
 class PixelCNNPriorModel(PixelCNNPriorPreTrainedModel):
@@ -207,7 +163,7 @@ class PixelCNNPriorModel(PixelCNNPriorPreTrainedModel):
         self,
         batch_size: int,
         shape: tuple[int, int] | list[int] | None = None,
-        class_labels: torch.LongTensor | None = None,
+        class_labels: torch.LongTensor | int | None = None,
         condition_codes: torch.LongTensor | None = None,
         temperature: float = 1.0,
         top_k: int | None = None,
@@ -224,7 +180,8 @@ class PixelCNNPriorModel(PixelCNNPriorPreTrainedModel):
             batch_size (`int`): number of code maps.
             shape (`(H, W)`, *optional*): code map size; defaults to `config.code_shape`, else to the size implied by
                 `condition_codes`.
-            class_labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*): required iff `num_classes > 0`.
+            class_labels (`torch.LongTensor` of shape `(batch_size,)` or `int`, *optional*): required iff
+                `num_classes > 0`; an int gives every sample that class.
             condition_codes (`torch.LongTensor` of shape `(batch_size, H / f, W / f)`, *optional*): upper-level
                 codes; required iff `condition_num_embeddings > 0`.
             temperature (`float`, defaults to 1.0): logits are divided by it before filtering.
@@ -244,9 +201,11 @@ class PixelCNNPriorModel(PixelCNNPriorPreTrainedModel):
         """
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-        check_sampling_arguments(temperature, top_k, top_p)
+        check_sampling(temperature, top_k, top_p)
         height, width = self._sample_shape(shape, condition_codes)
         codes_shape = (batch_size, height, width)
+        if isinstance(class_labels, int) and not isinstance(class_labels, bool):
+            class_labels = torch.full((batch_size,), class_labels, dtype=torch.long, device=self.device)
         class_labels = self._check_class_labels(class_labels, batch_size)
         condition_codes = self._check_condition_codes(condition_codes, codes_shape)
         fixed_codes, fixed_mask = self._check_fixed(fixed_codes, fixed_mask, codes_shape)
@@ -284,74 +243,25 @@ class PixelCNNPriorModel(PixelCNNPriorPreTrainedModel):
         return self.head(skip_total)
 
     def _check_codes(self, codes, name: str) -> torch.LongTensor:
-        size = self.config.num_embeddings
-        if not isinstance(codes, torch.Tensor) or codes.dim() != 3:
-            raise ValueError(f"{name} must be a (batch, height, width) LongTensor of code indices, got {_shape(codes)}")
-        if not _integer_tensor(codes):
-            raise ValueError(f"{name} must hold integer code indices (torch.long), got dtype {codes.dtype}")
-        if codes.numel() == 0:
-            raise ValueError(f"{name} is empty (shape {tuple(codes.shape)}); pass at least one code")
-        if _check_failed(((codes >= 0) & (codes < size)).all(), f"{name} must lie in [0, {size})"):
-            low, high = int(codes.min()), int(codes.max())
-            raise ValueError(
-                f"{name} must lie in [0, {size}) (num_embeddings={size}), got values in [{low}, {high}]; were they "
-                f"produced by a VQ-VAE with another codebook size?"
-            )
-        return codes.long()
+        return check_code_map(name, codes, self.config.num_embeddings)
 
     def _check_class_labels(self, class_labels, batch_size: int) -> torch.LongTensor | None:
-        num_classes = self.config.num_classes
-        if num_classes == 0:
-            if class_labels is not None:
-                raise ValueError(
-                    "class_labels were given but this prior is not class-conditional (num_classes=0); drop them or "
-                    "use a config with num_classes > 0"
-                )
-            return None
-        if class_labels is None:
-            raise ValueError(
-                f"this prior is class-conditional (num_classes={num_classes}); pass class_labels, a ({batch_size},) "
-                f"LongTensor of labels in [0, {num_classes})"
-            )
-        if not _integer_tensor(class_labels) or tuple(class_labels.shape) != (batch_size,):
-            dtype = f" of dtype {class_labels.dtype}" if isinstance(class_labels, torch.Tensor) else ""
-            raise ValueError(
-                f"class_labels must be a ({batch_size},) LongTensor (one label per code map), got "
-                f"{_shape(class_labels)}{dtype}"
-            )
-        in_range = ((class_labels >= 0) & (class_labels < num_classes)).all()
-        if _check_failed(in_range, f"class_labels must lie in [0, {num_classes})"):
-            low, high = int(class_labels.min()), int(class_labels.max())
-            raise ValueError(
-                f"class_labels must lie in [0, {num_classes}) (num_classes={num_classes}), got values in "
-                f"[{low}, {high}]"
-            )
-        return class_labels.long()
+        return check_class_labels(class_labels, batch_size, self.config.num_classes)
 
     def _check_condition_codes(self, condition_codes, codes_shape: tuple[int, int, int]) -> torch.LongTensor | None:
         config = self.config
         size, factor = config.condition_num_embeddings, config.condition_upsample_factor
         if size == 0:
-            if condition_codes is not None:
-                raise ValueError(
-                    "condition_codes were given but this prior has no spatial condition (condition_num_embeddings=0); "
-                    "drop them or use a config with condition_num_embeddings > 0 (a VQ-VAE-2 bottom prior)"
-                )
+            check_no_condition(condition_codes)
             return None
-        batch, height, width = codes_shape
         if condition_codes is None:
             raise ValueError(
                 f"this prior is conditioned on the upper level's codes (condition_num_embeddings={size}); pass "
                 f"condition_codes, a (batch, height / {factor}, width / {factor}) LongTensor"
             )
-        if not isinstance(condition_codes, torch.Tensor) or condition_codes.dim() != 3:
-            raise ValueError(
-                f"condition_codes must be a (batch, height, width) LongTensor, got {_shape(condition_codes)}"
-            )
-        if not _integer_tensor(condition_codes):
-            raise ValueError(f"condition_codes must hold integer code indices, got dtype {condition_codes.dtype}")
-        got = tuple(condition_codes.shape)
-        expected = (batch, height // factor, width // factor)
+        condition_codes = check_code_map("condition_codes", condition_codes, size, "condition_num_embeddings")
+        batch, height, width = codes_shape
+        got, expected = tuple(condition_codes.shape), (batch, height // factor, width // factor)
         if height % factor or width % factor or got != expected:
             raise ValueError(
                 f"condition_codes have shape {got}, inconsistent with codes of shape {codes_shape} and "
@@ -359,14 +269,7 @@ class PixelCNNPriorModel(PixelCNNPriorPreTrainedModel):
                 f"it must have shape (batch, height / {factor}, width / {factor})"
                 + (f" = {expected}" if not (height % factor or width % factor) else "")
             )
-        in_range = ((condition_codes >= 0) & (condition_codes < size)).all()
-        if _check_failed(in_range, f"condition_codes must lie in [0, {size})"):
-            low, high = int(condition_codes.min()), int(condition_codes.max())
-            raise ValueError(
-                f"condition_codes must lie in [0, {size}) (condition_num_embeddings={size}), got values in "
-                f"[{low}, {high}]"
-            )
-        return condition_codes.long()
+        return condition_codes
 
     def _sample_shape(self, shape, condition_codes) -> tuple[int, int]:
         if shape is None:
@@ -384,68 +287,7 @@ class PixelCNNPriorModel(PixelCNNPriorPreTrainedModel):
         return int(shape[0]), int(shape[1])
 
     def _check_fixed(self, fixed_codes, fixed_mask, codes_shape):
-        if fixed_codes is None and fixed_mask is None:
-            return None, None
-        if fixed_codes is None or fixed_mask is None:
-            raise ValueError("fixed_codes and fixed_mask go together: pass both (or neither)")
-        if not isinstance(fixed_mask, torch.Tensor) or fixed_mask.dtype != torch.bool:
-            dtype = f" of dtype {fixed_mask.dtype}" if isinstance(fixed_mask, torch.Tensor) else ""
-            raise ValueError(
-                f"fixed_mask must be a bool tensor of shape {codes_shape}, got {_shape(fixed_mask)}{dtype}"
-            )
-        for name, value in (("fixed_codes", fixed_codes), ("fixed_mask", fixed_mask)):
-            if not isinstance(value, torch.Tensor) or tuple(value.shape) != codes_shape:
-                raise ValueError(
-                    f"{name} must have shape (batch_size, height, width) = {codes_shape}, got {_shape(value)}"
-                )
-        if not _integer_tensor(fixed_codes):
-            raise ValueError(f"fixed_codes must hold integer code indices, got dtype {fixed_codes.dtype}")
-        size = self.config.num_embeddings
-        kept = fixed_codes[fixed_mask]
-        if kept.numel() and (int(kept.min()) < 0 or int(kept.max()) >= size):
-            raise ValueError(
-                f"fixed_codes must lie in [0, {size}) (num_embeddings) where fixed_mask is True, got values in "
-                f"[{int(kept.min())}, {int(kept.max())}]"
-            )
-        return fixed_codes.long().to(self.device), fixed_mask.to(self.device)
-
-
-# Duplicated from models/vqvae/modeling_vqvae.py with `from_pretrained` (self-contained folder, see above).
-def _require_safetensors(path: str) -> None:
-    if os.path.isdir(path) and not os.path.isfile(os.path.join(path, "model.safetensors")):
-        raise ValueError(
-            f"{path} has no model.safetensors; this library loads weights only from safetensors. "
-            f"Save the model with save_pretrained, or convert pickled weights with a trusted tool first"
-        )
-
-
-def _raise_if_unreadable(path: str, error: Exception) -> None:
-    """A clear `ValueError` for a truncated or corrupt safetensors file; any other error is left to the caller."""
-    if "safetensor" in type(error).__name__.lower() or "deserializ" in str(error).lower():
-        raise ValueError(
-            f"could not read the weights in {path}: the safetensors file is truncated or corrupt ({error}); "
-            f"save or download it again"
-        ) from error
-
-
-def _require_complete_load(path: str, model_name: str, info: dict, ignore_mismatched: bool) -> None:
-    """Raise a `ValueError` naming the weights a load would leave randomly initialised or would drop."""
-    mismatched = [f"{key} (shape {list(saved)} in the file, {list(wanted)} in the model)" for key, saved, wanted in
-                  info["mismatched_keys"]]  # fmt: skip
-    problems = [
-        (sorted(info["missing_keys"]), "weight(s) of the model missing from the checkpoint"),
-        (sorted(info["unexpected_keys"]), "weight(s) in the checkpoint that the model does not have"),
-        ([] if ignore_mismatched else sorted(mismatched), "weight(s) of another shape"),
-    ]
-    found = [f"{len(keys)} {what} ({', '.join(keys[:4])}{', ...' if len(keys) > 4 else ''})" for keys, what in
-             problems if keys]  # fmt: skip
-    if found:
-        raise ValueError(
-            f"{path} does not hold the weights of this {model_name}: {'; '.join(found)}. Loaded as is, the model would "
-            f"have randomly initialised layers or drop saved weights. Check that its config.json and model.safetensors "
-            f"come from the same saved model (save it again with save_pretrained), or pass allow_partial_load=True to "
-            f"load only the matching weights (e.g. to fine-tune from part of a model)"
-        )
+        return check_fixed_codes(fixed_codes, fixed_mask, codes_shape, self.config.num_embeddings, self.device)
 
 
 __all__ = ["PixelCNNPriorModel", "PixelCNNPriorOutput", "PixelCNNPriorPreTrainedModel"]

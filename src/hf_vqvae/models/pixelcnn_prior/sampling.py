@@ -25,8 +25,6 @@ The cached logits equal the full forward's up to float rounding (the tests check
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
@@ -36,23 +34,6 @@ from .layers import gate
 # ----------------------------------------------------------------------------------------------------------------
 # One sampling step
 # ----------------------------------------------------------------------------------------------------------------
-
-
-def check_sampling_arguments(temperature, top_k, top_p) -> None:
-    """ValueErrors for a bad temperature, top-k or top-p."""
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not math.isfinite(temperature):
-        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
-    if temperature <= 0:
-        raise ValueError(
-            f"temperature must be > 0, got {temperature!r}; use a small value (e.g. 1e-3) or top_k=1 for greedy "
-            f"decoding"
-        )
-    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
-        raise ValueError(f"top_k must be None or an integer >= 1 (1 is greedy decoding), got {top_k!r}")
-    if top_p is not None and (
-        isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0.0 < top_p <= 1.0
-    ):
-        raise ValueError(f"top_p must be None or a number in (0, 1] (nucleus sampling mass), got {top_p!r}")
 
 
 def filter_logits(logits: torch.Tensor, top_k: int | None = None, top_p: float | None = None) -> torch.Tensor:

@@ -23,19 +23,19 @@ used, so the class, condition and BOS tokens are inputs only. Conditioning a low
 level's codes is plain prefix conditioning: the upper map is part of the context the transformer attends to.
 
 This folder is self-contained on purpose: a saved model folder is loaded with `trust_remote_code=True` by people
-without hf_vqvae installed, and transformers copies only the modules this folder imports with a single dot. So the
-small helpers below (`_check_int`, `_is_number`, `_PresetMixin`, `from_pretrained`) are deliberate duplicates of
-those in `models/vqvae/configuration_vqvae.py`; keep them in step (tests/test_duplicated_helpers.py checks). This file
-imports no torch.
+without hf_vqvae installed, and transformers copies only the modules this folder imports with a single dot: the
+helpers come from `config_helpers.py`, a generated copy of `models/shared/config_helpers.py`. This file imports no
+torch.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 from typing import Any
 
 from transformers import PreTrainedConfig
+
+from .config_helpers import ConfigMixin, check_int, is_number
 
 # The most code (and, separately, condition) positions a prior accepts: a 1024x1024 code map. Every position is a
 # token of each sequence and a row of GPT-2's position table, so a typo (code_shape=[4096, 4096]) fails here, naming
@@ -46,48 +46,16 @@ MAX_POSITIONS = 2**20
 ACTIVATIONS = ("gelu_new", "gelu", "gelu_fast", "gelu_pytorch_tanh", "quick_gelu", "relu", "silu", "swish", "tanh")
 
 
-# Duplicated from models/vqvae/configuration_vqvae.py: this folder must import nothing outside itself (see above).
-def _check_int(name: str, value: Any, minimum: int, maximum: int | None = None) -> None:
-    too_big = maximum is not None and isinstance(value, int) and value > maximum
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum or too_big:
-        bounds = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
-        raise ValueError(f"{name} must be an integer {bounds}, got {value!r}")
-
-
-# Duplicated from models/vqvae/configuration_vqvae.py (self-contained folder, see the module docstring).
-def _is_number(value: Any) -> bool:
-    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
-
-
 def _check_shape(name: str, value: Any) -> list[int]:
     """`[height, width]` of positive integers (a tuple is accepted and stored as a list)."""
     if isinstance(value, (list, tuple)) and len(value) == 2:
         for side in value:
-            _check_int(f"every entry of {name}", side, 1)
+            check_int(f"every entry of {name}", side, 1)
         return [int(value[0]), int(value[1])]
     raise ValueError(f"{name} must be [height, width] (two positive integers), got {value!r}")
 
 
-# Duplicated from models/vqvae/configuration_vqvae.py (self-contained folder, see the module docstring).
-class _PresetMixin:
-    """`from_preset(name, **overrides)` and `list_presets()` over a class-level `PRESETS` table."""
-
-    PRESETS = {}  # name -> keyword arguments; filled by each config class
-
-    @classmethod
-    def list_presets(cls) -> list[str]:
-        """Names accepted by `from_preset`."""
-        return sorted(cls.PRESETS)
-
-    @classmethod
-    def from_preset(cls, name: str, **overrides):
-        """The named architecture (an architecture, not weights); keywords override any field."""
-        if name not in cls.PRESETS:
-            raise ValueError(f"unknown {cls.__name__} preset {name!r}; known presets: {', '.join(cls.list_presets())}")
-        return cls(**{**copy.deepcopy(cls.PRESETS[name]), **overrides})
-
-
-class TransformerPriorConfig(_PresetMixin, PreTrainedConfig):
+class TransformerPriorConfig(ConfigMixin, PreTrainedConfig):
     r"""
     Configuration of a [`TransformerPriorModel`]: a GPT-2 over one level's VQ-VAE codes in raster order, optionally
     conditioned on a class label and on the codes of the level above (see the module docstring for the token layout).
@@ -181,9 +149,9 @@ class TransformerPriorConfig(_PresetMixin, PreTrainedConfig):
     def _validate_tokens(self) -> None:
         if self.codes_source is not None and not isinstance(self.codes_source, dict):
             raise ValueError(f"codes_source must be a dict (written by prior training) or None, got {self.codes_source!r}")
-        _check_int("num_embeddings", self.num_embeddings, 1)
-        _check_int("num_classes", self.num_classes, 0)
-        _check_int("condition_num_embeddings", self.condition_num_embeddings, 0)
+        check_int("num_embeddings", self.num_embeddings, 1)
+        check_int("num_classes", self.num_classes, 0)
+        check_int("condition_num_embeddings", self.condition_num_embeddings, 0)
         if self.code_shape is not None:
             self.code_shape = _check_shape("code_shape", self.code_shape)
         if self.max_code_positions is None:
@@ -193,7 +161,7 @@ class TransformerPriorConfig(_PresetMixin, PreTrainedConfig):
                     "height * width); both are None"
                 )
         else:
-            _check_int("max_code_positions", self.max_code_positions, 1)
+            check_int("max_code_positions", self.max_code_positions, 1)
             if self.code_shape is not None and self.code_shape[0] * self.code_shape[1] > self.max_code_positions:
                 raise ValueError(
                     f"code_shape {self.code_shape} has {self.code_shape[0] * self.code_shape[1]} codes, more than "
@@ -214,7 +182,7 @@ class TransformerPriorConfig(_PresetMixin, PreTrainedConfig):
             )
         self.condition_shape = _check_shape("condition_shape", self.condition_shape)
         if self.max_condition_positions is not None:
-            _check_int("max_condition_positions", self.max_condition_positions, 1)
+            check_int("max_condition_positions", self.max_condition_positions, 1)
             height, width = self.condition_shape
             if height * width > self.max_condition_positions:
                 raise ValueError(
@@ -234,30 +202,35 @@ class TransformerPriorConfig(_PresetMixin, PreTrainedConfig):
                 )
 
     def _validate_transformer(self) -> None:
-        _check_int("n_embd", self.n_embd, 1)
-        _check_int("n_layer", self.n_layer, 1)
-        _check_int("n_head", self.n_head, 1)
+        check_int("n_embd", self.n_embd, 1)
+        check_int("n_layer", self.n_layer, 1)
+        check_int("n_head", self.n_head, 1)
         if self.n_embd % self.n_head:
             raise ValueError(
                 f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}; every attention head takes "
                 f"n_embd / n_head channels, so choose e.g. n_head={math.gcd(self.n_embd, self.n_head)}"
             )
         if self.n_inner is not None:
-            _check_int("n_inner", self.n_inner, 1)
+            check_int("n_inner", self.n_inner, 1)
         if self.activation_function not in ACTIVATIONS:
             raise ValueError(
                 f"unknown activation_function {self.activation_function!r}; choose one of: {', '.join(ACTIVATIONS)}"
             )
         for name in ("resid_pdrop", "embd_pdrop", "attn_pdrop"):
             value = getattr(self, name)
-            if not (_is_number(value) and 0 <= value < 1):
+            if not (is_number(value) and 0 <= value < 1):
                 raise ValueError(f"{name} must be a dropout probability in [0, 1), got {value!r}")
-        if not (_is_number(self.layer_norm_epsilon) and self.layer_norm_epsilon > 0):
+        if not (is_number(self.layer_norm_epsilon) and self.layer_norm_epsilon > 0):
             raise ValueError(f"layer_norm_epsilon must be a number > 0, got {self.layer_norm_epsilon!r}")
-        if not (_is_number(self.initializer_range) and self.initializer_range > 0):
+        if not (is_number(self.initializer_range) and self.initializer_range > 0):
             raise ValueError(f"initializer_range must be a number > 0 (GPT-2: 0.02), got {self.initializer_range!r}")
 
     # -- the token layout (see the module docstring) --------------------------------------------------------------
+
+    @classmethod
+    def condition_fields(cls, upper_shape, shape) -> dict:
+        """The fields that condition a prior over `shape` codes on the upper level's `upper_shape` codes."""
+        return {"condition_shape": [int(side) for side in upper_shape]}
 
     @property
     def is_conditioned(self) -> bool:
@@ -309,18 +282,6 @@ class TransformerPriorConfig(_PresetMixin, PreTrainedConfig):
     def n_positions(self) -> int:
         """GPT-2's position table: class token + upper-level codes + BOS + codes."""
         return int(self.num_classes > 0) + self.condition_positions + 1 + self.code_positions
-
-    # Duplicated from models/vqvae/configuration_vqvae.py (self-contained folder, see the module docstring).
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
-        config_dict, _ = cls.get_config_dict(pretrained_model_name_or_path, **dict(kwargs))
-        found = config_dict.get("model_type")
-        if found is not None and found != cls.model_type:
-            raise ValueError(
-                f"{pretrained_model_name_or_path} holds a config of model_type {found!r}, not {cls.model_type!r}; "
-                f"load it with AutoModel.from_pretrained (after `import hf_vqvae`) or the matching class"
-            )
-        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
 
 __all__ = ["TransformerPriorConfig"]

@@ -7,8 +7,6 @@ the token layout. `forward` scores a code map by teacher forcing; `sample` draws
 
 from __future__ import annotations
 
-import math
-import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -19,7 +17,16 @@ from transformers import GenerationConfig, GPT2Config, GPT2LMHeadModel, LogitsPr
 from transformers import PreTrainedModel
 from transformers.utils import ModelOutput
 
-from .configuration_transformer_prior import TransformerPriorConfig, _check_int
+from .config_helpers import check_int
+from .configuration_transformer_prior import TransformerPriorConfig
+from .modeling_helpers import (
+    StrictLoadingMixin,
+    check_class_labels,
+    check_code_map,
+    check_fixed_codes,
+    check_no_condition,
+    check_sampling,
+)
 
 
 @dataclass
@@ -55,10 +62,27 @@ class CodeOnlyLogitsProcessor(LogitsProcessor):
         return scores
 
 
-def _is_integer_tensor(value) -> bool:
-    return isinstance(value, torch.Tensor) and not (value.is_floating_point() or value.is_complex()) and (
-        value.dtype != torch.bool
-    )
+class FixedCodesLogitsProcessor(LogitsProcessor):
+    """Where `fixed_mask` is True, leaves only the code of `fixed_codes` drawable (completion / inpainting).
+
+    `fixed_codes` and `fixed_mask` are `(batch, H * W)` in raster order; the position of the code being drawn is the
+    length of the sequence so far minus the `prefix_length` tokens before the first code. Running before temperature,
+    top-k and top-p, it leaves one finite logit, which every warper keeps.
+    """
+
+    def __init__(self, fixed_codes: torch.LongTensor, fixed_mask: torch.BoolTensor, prefix_length: int):
+        self.fixed_codes, self.fixed_mask, self.prefix_length = fixed_codes, fixed_mask, prefix_length
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        position = input_ids.shape[1] - self.prefix_length
+        rows = self.fixed_mask[:, position]
+        if not bool(rows.any()):
+            return scores
+        forced = torch.full_like(scores[rows], float("-inf"))
+        forced.scatter_(1, self.fixed_codes[rows, position, None], 0.0)
+        scores = scores.clone()
+        scores[rows] = forced
+        return scores
 
 
 def _gpt2_config(config: TransformerPriorConfig) -> GPT2Config:
@@ -88,7 +112,7 @@ def _gpt2_config(config: TransformerPriorConfig) -> GPT2Config:
     )
 
 
-class TransformerPriorModel(PreTrainedModel):
+class TransformerPriorModel(StrictLoadingMixin, PreTrainedModel):
     r"""
     An autoregressive prior p(codes | class, upper-level codes) over one level of VQ-VAE codes: a GPT-2
     (`self.transformer`, a `GPT2LMHeadModel`) over the codes in raster order, after a prefix holding the class token
@@ -179,6 +203,8 @@ class TransformerPriorModel(PreTrainedModel):
         top_p: float | None = None,
         generator: torch.Generator | None = None,
         use_cache: bool = True,
+        fixed_codes: torch.LongTensor | None = None,
+        fixed_mask: torch.BoolTensor | None = None,
     ) -> torch.LongTensor:
         r"""
         Draws code maps from the prior, one code at a time in raster order, with `self.transformer.generate()`.
@@ -202,19 +228,28 @@ class TransformerPriorModel(PreTrainedModel):
             use_cache (`bool`, defaults to True): reuse the attention keys and values of earlier tokens (KV cache).
                 False recomputes the whole sequence at every step (the baseline); both give the same codes for the
                 same generator.
+            fixed_codes (`torch.LongTensor` of shape `(batch_size, height, width)`, *optional*): codes to keep where
+                `fixed_mask` is True (completion / inpainting); what is fixed conditions what follows it.
+            fixed_mask (`torch.BoolTensor` of shape `(batch_size, height, width)`, *optional*): where to keep
+                `fixed_codes`.
 
         Returns:
             `torch.LongTensor` of shape `(batch_size, height, width)` with codes in `[0, num_embeddings)`.
 
         The model is put in eval mode (no dropout) while sampling and returned to its previous mode afterwards.
         """
-        _check_int("batch_size", batch_size, 1)
+        check_int("batch_size", batch_size, 1)
         height, width = self._sample_shape(shape)
-        _check_sampling(temperature, top_k, top_p)
+        check_sampling(temperature, top_k, top_p)
         device = self.device
         if isinstance(class_labels, int) and not isinstance(class_labels, bool):
             class_labels = torch.full((batch_size,), class_labels, dtype=torch.long, device=device)
         prefix = self._prefix(batch_size, class_labels, condition_codes, device)
+        fixed_codes, fixed_mask = check_fixed_codes(fixed_codes, fixed_mask, (batch_size, height, width),
+                                                    self.config.num_embeddings, device)  # fmt: skip
+        processors = LogitsProcessorList([CodeOnlyLogitsProcessor(self.config.num_embeddings)])
+        if fixed_mask is not None:
+            processors.append(FixedCodesLogitsProcessor(fixed_codes.flatten(1), fixed_mask.flatten(1), prefix.shape[1]))
         num_codes = height * width
         bos = self.config.bos_token_id
         generation_config = GenerationConfig(
@@ -238,7 +273,7 @@ class TransformerPriorModel(PreTrainedModel):
                     input_ids=prefix,
                     attention_mask=torch.ones_like(prefix),
                     generation_config=generation_config,
-                    logits_processor=LogitsProcessorList([CodeOnlyLogitsProcessor(self.config.num_embeddings)]),
+                    logits_processor=processors,
                 )
         finally:
             self.train(was_training)
@@ -263,92 +298,38 @@ class TransformerPriorModel(PreTrainedModel):
 
     def _check_codes(self, codes) -> tuple[int, int, int]:
         config = self.config
-        if not isinstance(codes, torch.Tensor) or codes.dim() != 3:
-            shape = tuple(codes.shape) if isinstance(codes, torch.Tensor) else type(codes).__name__
-            raise ValueError(f"codes must be a (batch, height, width) LongTensor of code indices, got {shape}")
-        if not _is_integer_tensor(codes):
-            raise ValueError(f"codes must hold integer code indices (a LongTensor), got dtype {codes.dtype}")
+        codes = check_code_map("codes", codes, config.num_embeddings)
         batch, height, width = codes.shape
-        if batch == 0 or height == 0 or width == 0:
-            raise ValueError(f"codes must not be empty, got shape {tuple(codes.shape)}")
-        if height * width > config.code_positions:
-            raise ValueError(
-                f"a {height}x{width} code map has {height * width} codes, more than the {config.code_positions} "
-                f"positions this prior allows (max_code_positions / code_shape {config.code_shape}); use a prior "
-                f"configured with max_code_positions >= {height * width}"
-            )
-        low, high = int(codes.min()), int(codes.max())
-        if low < 0 or high >= config.num_embeddings:
-            raise ValueError(
-                f"codes must lie in [0, {config.num_embeddings}) (num_embeddings), got values in [{low}, {high}]; "
-                f"pass the code indices of a VQ-VAE with this codebook size"
-            )
+        self._check_positions(height, width)
         return batch, height, width
 
     def _check_class_labels(self, class_labels, batch: int) -> torch.LongTensor | None:
-        num_classes = self.config.num_classes
-        if num_classes == 0:
-            if class_labels is not None:
-                raise ValueError(
-                    "class_labels were given but this prior has no classes (num_classes=0); drop class_labels or "
-                    "use a prior configured with num_classes > 0"
-                )
-            return None
-        if class_labels is None:
-            raise ValueError(
-                f"class_labels are required: this prior is conditioned on {num_classes} classes; pass a (batch,) "
-                f"LongTensor with values in [0, {num_classes})"
-            )
-        if not isinstance(class_labels, torch.Tensor) or tuple(class_labels.shape) != (batch,):
-            shape = tuple(class_labels.shape) if isinstance(class_labels, torch.Tensor) else type(class_labels)
-            raise ValueError(f"class_labels must be a LongTensor of shape ({batch},) (one label per map), got {shape}")
-        if not _is_integer_tensor(class_labels):
-            raise ValueError(f"class_labels must hold integer labels (a LongTensor), got dtype {class_labels.dtype}")
-        low, high = int(class_labels.min()), int(class_labels.max())
-        if low < 0 or high >= num_classes:
-            raise ValueError(
-                f"class_labels must lie in [0, {num_classes}) (num_classes), got values in [{low}, {high}]"
-            )
-        return class_labels
+        return check_class_labels(class_labels, batch, self.config.num_classes)
 
     def _check_condition_codes(self, condition_codes, batch: int) -> torch.LongTensor | None:
         config = self.config
         if not config.is_conditioned:
-            if condition_codes is not None:
-                raise ValueError(
-                    "condition_codes were given but this prior is not conditioned on upper-level codes "
-                    "(condition_num_embeddings=0); drop condition_codes or use a conditioned prior"
-                )
+            check_no_condition(condition_codes)
             return None
         if condition_codes is None:
             raise ValueError(
-                f"condition_codes are required: this prior is conditioned on the upper level's codes; pass a "
-                f"(batch, height, width) LongTensor with values in [0, {config.condition_num_embeddings}) "
+                f"this prior is conditioned on the upper level's codes (condition_num_embeddings="
+                f"{config.condition_num_embeddings}); pass condition_codes, a (batch, height, width) LongTensor "
                 f"(e.g. of shape ({batch}, {config.condition_shape[0]}, {config.condition_shape[1]}))"
             )
-        if not isinstance(condition_codes, torch.Tensor) or condition_codes.dim() != 3:
-            is_tensor = isinstance(condition_codes, torch.Tensor)
-            shape = tuple(condition_codes.shape) if is_tensor else type(condition_codes)
-            raise ValueError(f"condition_codes must be a (batch, height, width) LongTensor, got {shape}")
+        condition_codes = check_code_map("condition_codes", condition_codes, config.condition_num_embeddings,
+                                         "condition_num_embeddings")  # fmt: skip
         if condition_codes.shape[0] != batch:
             raise ValueError(
                 f"condition_codes hold {condition_codes.shape[0]} maps but the batch has {batch}; pass one "
                 f"upper-level code map per code map"
             )
-        if not _is_integer_tensor(condition_codes):
-            raise ValueError(f"condition_codes must hold integer code indices, got dtype {condition_codes.dtype}")
         height, width = condition_codes.shape[1:]
-        if height * width == 0 or height * width > config.condition_positions:
+        if height * width > config.condition_positions:
             raise ValueError(
                 f"a {height}x{width} condition map has {height * width} codes; this prior takes 1 to "
                 f"{config.condition_positions} (condition_shape {config.condition_shape}, max_condition_positions "
                 f"{config.max_condition_positions})"
-            )
-        low, high = int(condition_codes.min()), int(condition_codes.max())
-        if low < 0 or high >= config.condition_num_embeddings:
-            raise ValueError(
-                f"condition_codes must lie in [0, {config.condition_num_embeddings}) (condition_num_embeddings), "
-                f"got values in [{low}, {high}]"
             )
         return condition_codes
 
@@ -361,15 +342,19 @@ class TransformerPriorModel(PreTrainedModel):
         if not isinstance(shape, (tuple, list, torch.Size)) or len(shape) != 2:
             raise ValueError(f"shape must be (height, width), got {shape!r}")
         for side in shape:
-            _check_int("every entry of shape", side, 1)
+            check_int("every entry of shape", side, 1)
         height, width = int(shape[0]), int(shape[1])
+        self._check_positions(height, width)
+        return height, width
+
+    def _check_positions(self, height: int, width: int) -> None:
+        config = self.config
         if height * width > config.code_positions:
             raise ValueError(
                 f"a {height}x{width} code map has {height * width} codes, more than the {config.code_positions} "
                 f"positions this prior allows (max_code_positions / code_shape {config.code_shape}); use a prior "
                 f"configured with max_code_positions >= {height * width}"
             )
-        return height, width
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -379,46 +364,6 @@ class TransformerPriorModel(PreTrainedModel):
         # else that reaches here is deferred to it as well.
         if module is not self:
             self.transformer._init_weights(module)
-
-    # Duplicated from models/vqvae/modeling_vqvae.py (self-contained folder, see configuration_transformer_prior.py).
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *args, allow_partial_load: bool = False, **kwargs):
-        """As `PreTrainedModel.from_pretrained`, safetensors only, strict, with clear errors for broken folders.
-
-        A weight of the model missing from the checkpoint, a weight of the checkpoint that the model does not have,
-        or one of another shape raises a `ValueError` naming them, instead of a model with randomly initialised
-        layers. `allow_partial_load=True` loads the weights that match and initialises the rest (to fine-tune from
-        part of a model); `ignore_mismatched_sizes=True` allows only the shape differences. With
-        `output_loading_info=True` it returns `(model, loading_info)` as transformers does.
-        """
-        path = os.fspath(pretrained_model_name_or_path)
-        _require_safetensors(path)
-        return_info = kwargs.pop("output_loading_info", False)
-        ignore_mismatched = kwargs.pop("ignore_mismatched_sizes", False)
-        kwargs.setdefault("use_safetensors", True)
-        try:
-            model, info = super().from_pretrained(
-                pretrained_model_name_or_path, *args, output_loading_info=True, ignore_mismatched_sizes=True, **kwargs
-            )
-        except Exception as error:
-            _raise_if_unreadable(path, error)
-            raise
-        if not allow_partial_load:
-            _require_complete_load(path, type(model).__name__, info, ignore_mismatched)
-        return (model, info) if return_info else model
-
-
-def _check_sampling(temperature, top_k, top_p) -> None:
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not (
-        math.isfinite(temperature) and temperature > 0
-    ):
-        raise ValueError(f"temperature must be a finite number > 0 (1.0 samples the prior as is), got {temperature!r}")
-    if top_k is not None:
-        _check_int("top_k", top_k, 1)
-    if top_p is not None and (
-        isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0 < top_p <= 1
-    ):
-        raise ValueError(f"top_p must be a probability in (0, 1] (1.0 or None: no nucleus cut), got {top_p!r}")
 
 
 @contextmanager
@@ -437,42 +382,4 @@ def _seeded(generator: torch.Generator | None, device: torch.device):
         yield
 
 
-# Duplicated from models/vqvae/modeling_vqvae.py with `from_pretrained` (self-contained folder, see above).
-def _require_safetensors(path: str) -> None:
-    if os.path.isdir(path) and not os.path.isfile(os.path.join(path, "model.safetensors")):
-        raise ValueError(
-            f"{path} has no model.safetensors; this library loads weights only from safetensors. "
-            f"Save the model with save_pretrained, or convert pickled weights with a trusted tool first"
-        )
-
-
-def _raise_if_unreadable(path: str, error: Exception) -> None:
-    """A clear `ValueError` for a truncated or corrupt safetensors file; any other error is left to the caller."""
-    if "safetensor" in type(error).__name__.lower() or "deserializ" in str(error).lower():
-        raise ValueError(
-            f"could not read the weights in {path}: the safetensors file is truncated or corrupt ({error}); "
-            f"save or download it again"
-        ) from error
-
-
-def _require_complete_load(path: str, model_name: str, info: dict, ignore_mismatched: bool) -> None:
-    """Raise a `ValueError` naming the weights a load would leave randomly initialised or would drop."""
-    mismatched = [f"{key} (shape {list(saved)} in the file, {list(wanted)} in the model)" for key, saved, wanted in
-                  info["mismatched_keys"]]  # fmt: skip
-    problems = [
-        (sorted(info["missing_keys"]), "weight(s) of the model missing from the checkpoint"),
-        (sorted(info["unexpected_keys"]), "weight(s) in the checkpoint that the model does not have"),
-        ([] if ignore_mismatched else sorted(mismatched), "weight(s) of another shape"),
-    ]
-    found = [f"{len(keys)} {what} ({', '.join(keys[:4])}{', ...' if len(keys) > 4 else ''})" for keys, what in
-             problems if keys]  # fmt: skip
-    if found:
-        raise ValueError(
-            f"{path} does not hold the weights of this {model_name}: {'; '.join(found)}. Loaded as is, the model would "
-            f"have randomly initialised layers or drop saved weights. Check that its config.json and model.safetensors "
-            f"come from the same saved model (save it again with save_pretrained), or pass allow_partial_load=True to "
-            f"load only the matching weights (e.g. to fine-tune from part of a model)"
-        )
-
-
-__all__ = ["CodeOnlyLogitsProcessor", "TransformerPriorModel", "TransformerPriorOutput"]
+__all__ = ["CodeOnlyLogitsProcessor", "FixedCodesLogitsProcessor", "TransformerPriorModel", "TransformerPriorOutput"]

@@ -1,89 +1,22 @@
 """Configuration of the VAE of Kingma & Welling 2013, "Auto-Encoding Variational Bayes" (arXiv:1312.6114).
 
 This folder is self-contained on purpose: a saved model folder is loaded with `trust_remote_code=True` by people
-without hf_vqvae installed, and transformers copies only the modules this folder imports with a single dot. So the
-small helpers below (`_check_int`, `_is_number`, `_image_hw`, `_check_image_size`, `_PresetMixin`) are deliberate
-duplicates of those in `models/vqvae/configuration_vqvae.py`; keep the two in step (tests/test_duplicated_helpers.py
-checks them). This file imports no torch.
+without hf_vqvae installed, and transformers copies only the modules this folder imports with a single dot: the
+helpers come from `config_helpers.py`, a generated copy of `models/shared/config_helpers.py`. This file imports no torch.
 """
 
 from __future__ import annotations
 
-import copy
-import math
-from typing import Any
-
 from transformers import PreTrainedConfig
+
+from .config_helpers import ConfigMixin, check_choice, check_image_size, check_int, image_hw, is_number
 
 ARCHITECTURES = ("mlp", "conv")
 HIDDEN_ACTIVATIONS = ("tanh", "relu")
 DECODER_DISTRIBUTIONS = ("bernoulli", "gaussian")
 
 
-# Duplicated from models/vqvae/configuration_vqvae.py: this folder must import nothing outside itself (see above).
-# The largest image side (pixels) a config accepts: far above every preset (1024) and every training resolution, small
-# enough that a typo (image_size=2**22) fails here, naming the field, instead of in an allocation of terabytes.
-MAX_IMAGE_SIDE = 8192
-
-
-# Duplicated from models/vqvae/configuration_vqvae.py (self-contained folder, see the module docstring).
-def _check_int(name: str, value: Any, minimum: int, maximum: int | None = None) -> None:
-    too_big = maximum is not None and isinstance(value, int) and value > maximum
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum or too_big:
-        bounds = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
-        raise ValueError(f"{name} must be an integer {bounds}, got {value!r}")
-
-
-# Duplicated from models/vqvae/configuration_vqvae.py (self-contained folder, see the module docstring).
-def _image_hw(image_size: int | list[int] | tuple[int, int]) -> tuple[int, int]:
-    if isinstance(image_size, int):
-        return image_size, image_size
-    return int(image_size[0]), int(image_size[1])
-
-
-# Duplicated from models/vqvae/configuration_vqvae.py (self-contained folder, see the module docstring).
-def _check_image_size(value: Any) -> int | list[int]:
-    """`image_size` as stored: an integer, or [height, width] as a list; each side in [1, MAX_IMAGE_SIDE]."""
-    if isinstance(value, (list, tuple)):
-        if len(value) != 2:
-            raise ValueError(f"image_size must be an integer or [height, width], got {value!r}")
-        _check_int("image_size height", value[0], 1, MAX_IMAGE_SIDE)
-        _check_int("image_size width", value[1], 1, MAX_IMAGE_SIDE)
-        return list(value)
-    _check_int("image_size (an integer or [height, width])", value, 1, MAX_IMAGE_SIDE)
-    return value
-
-
-def _check_choice(name: str, value: Any, options: tuple[str, ...]) -> None:
-    if value not in options:
-        raise ValueError(f"unknown {name} {value!r}; choose one of: {', '.join(options)}")
-
-
-# Duplicated from models/vqvae/configuration_vqvae.py (self-contained folder, see the module docstring).
-def _is_number(value: Any) -> bool:
-    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
-
-
-# Duplicated from models/vqvae/configuration_vqvae.py (self-contained folder, see the module docstring).
-class _PresetMixin:
-    """`from_preset(name, **overrides)` and `list_presets()` over a class-level `PRESETS` table."""
-
-    PRESETS = {}  # name -> keyword arguments; filled by each config class
-
-    @classmethod
-    def list_presets(cls) -> list[str]:
-        """Names accepted by `from_preset`."""
-        return sorted(cls.PRESETS)
-
-    @classmethod
-    def from_preset(cls, name: str, **overrides):
-        """The named architecture from the papers (an architecture, not weights); keywords override any field."""
-        if name not in cls.PRESETS:
-            raise ValueError(f"unknown {cls.__name__} preset {name!r}; known presets: {', '.join(cls.list_presets())}")
-        return cls(**{**copy.deepcopy(cls.PRESETS[name]), **overrides})
-
-
-class VAEConfig(_PresetMixin, PreTrainedConfig):
+class VAEConfig(ConfigMixin, PreTrainedConfig):
     r"""
     Configuration of a [`VAEModel`]: a Gaussian encoder q(z|x), a standard normal prior p(z) and a Bernoulli or
     Gaussian decoder p(x|z), trained by the SGVB estimator of the ELBO (Kingma & Welling 2013, eq. 10).
@@ -165,7 +98,7 @@ class VAEConfig(_PresetMixin, PreTrainedConfig):
     }  # fmt: skip
 
     def __post_init__(self, **kwargs):
-        self.image_size = _check_image_size(self.image_size)
+        self.image_size = check_image_size(self.image_size)
         if isinstance(self.conv_channels, tuple):
             self.conv_channels = list(self.conv_channels)
         self._validate_networks()
@@ -173,18 +106,18 @@ class VAEConfig(_PresetMixin, PreTrainedConfig):
         super().__post_init__(**kwargs)
 
     def _validate_networks(self) -> None:
-        _check_choice("architecture", self.architecture, ARCHITECTURES)
-        _check_choice("hidden_activation", self.hidden_activation, HIDDEN_ACTIVATIONS)
-        _check_int("num_channels", self.num_channels, 1)
-        _check_int("hidden_size", self.hidden_size, 1)
-        _check_int("latent_dim", self.latent_dim, 1)
-        _check_int("num_latent_samples", self.num_latent_samples, 1)
+        check_choice("architecture", self.architecture, ARCHITECTURES)
+        check_choice("hidden_activation", self.hidden_activation, HIDDEN_ACTIVATIONS)
+        check_int("num_channels", self.num_channels, 1)
+        check_int("hidden_size", self.hidden_size, 1)
+        check_int("latent_dim", self.latent_dim, 1)
+        check_int("num_latent_samples", self.num_latent_samples, 1)
         if not isinstance(self.conv_channels, list) or not self.conv_channels:
             raise ValueError(f"conv_channels must be a non-empty list of channel counts, got {self.conv_channels!r}")
         for channels in self.conv_channels:
-            _check_int("every entry of conv_channels", channels, 1)
+            check_int("every entry of conv_channels", channels, 1)
         if self.architecture == "conv":
-            height, width = _image_hw(self.image_size)
+            height, width = image_hw(self.image_size)
             factor = 2 ** len(self.conv_channels)
             if height % factor or width % factor:
                 raise ValueError(
@@ -194,16 +127,16 @@ class VAEConfig(_PresetMixin, PreTrainedConfig):
                 )
 
     def _validate_distributions(self) -> None:
-        _check_choice("decoder_distribution", self.decoder_distribution, DECODER_DISTRIBUTIONS)
+        check_choice("decoder_distribution", self.decoder_distribution, DECODER_DISTRIBUTIONS)
         if not isinstance(self.learn_decoder_variance, bool):
             raise ValueError(f"learn_decoder_variance must be True or False, got {self.learn_decoder_variance!r}")
-        if not _is_number(self.decoder_log_variance):
+        if not is_number(self.decoder_log_variance):
             raise ValueError(
                 f"decoder_log_variance must be a finite number (log σ² of the fixed Gaussian decoder), "
                 f"got {self.decoder_log_variance!r}"
             )
         std = self.initializer_range
-        if std is not None and not (_is_number(std) and std > 0):
+        if std is not None and not (is_number(std) and std > 0):
             raise ValueError(
                 f"initializer_range must be a number > 0 (the paper: 0.01) or None for PyTorch's default "
                 f"initialisation, got {self.initializer_range!r}"
@@ -212,19 +145,7 @@ class VAEConfig(_PresetMixin, PreTrainedConfig):
     @property
     def image_hw(self) -> tuple[int, int]:
         """(height, width) of `image_size`."""
-        return _image_hw(self.image_size)
-
-    # Duplicated from models/vqvae/configuration_vqvae.py (self-contained folder, see the module docstring).
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
-        config_dict, _ = cls.get_config_dict(pretrained_model_name_or_path, **dict(kwargs))
-        found = config_dict.get("model_type")
-        if found is not None and found != cls.model_type:
-            raise ValueError(
-                f"{pretrained_model_name_or_path} holds a config of model_type {found!r}, not {cls.model_type!r}; "
-                f"load it with AutoModel.from_pretrained (after `import hf_vqvae`) or the matching class"
-            )
-        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        return image_hw(self.image_size)
 
 
 __all__ = ["VAEConfig"]

@@ -13,7 +13,6 @@ Log-likelihoods are in nats, summed over pixels (per example). This folder impor
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 
 import torch
@@ -24,6 +23,7 @@ from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 from .configuration_vae import VAEConfig
+from .modeling_helpers import StrictLoadingMixin, check_failed
 
 _LOG_2PI = math.log(2 * math.pi)
 
@@ -158,7 +158,7 @@ class VAEDecoder(nn.Module):
         return self.body(latent)
 
 
-class VAEPreTrainedModel(PreTrainedModel):
+class VAEPreTrainedModel(StrictLoadingMixin, PreTrainedModel):
     """Weights init (the paper's N(0, σ) or PyTorch's default) and safetensors-only loading."""
 
     config_class = VAEConfig
@@ -177,34 +177,6 @@ class VAEPreTrainedModel(PreTrainedModel):
         init.normal_(module.weight, mean=0.0, std=std)  # the paper: parameters ~ N(0, 0.01)
         if module.bias is not None:
             init.zeros_(module.bias)
-
-    # Duplicated from models/vqvae/modeling_vqvae.py: this folder must import nothing outside itself, so that a
-    # saved model loads with trust_remote_code=True where hf_vqvae is not installed.
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *args, allow_partial_load: bool = False, **kwargs):
-        """As `PreTrainedModel.from_pretrained`, safetensors only, strict, with clear errors for broken folders.
-
-        A weight of the model missing from the checkpoint, a weight of the checkpoint that the model does not have,
-        or one of another shape raises a `ValueError` naming them, instead of a model with randomly initialised
-        layers. `allow_partial_load=True` loads the weights that match and initialises the rest (to fine-tune from
-        part of a model); `ignore_mismatched_sizes=True` allows only the shape differences. With
-        `output_loading_info=True` it returns `(model, loading_info)` as transformers does.
-        """
-        path = os.fspath(pretrained_model_name_or_path)
-        _require_safetensors(path)
-        return_info = kwargs.pop("output_loading_info", False)
-        ignore_mismatched = kwargs.pop("ignore_mismatched_sizes", False)
-        kwargs.setdefault("use_safetensors", True)
-        try:
-            model, info = super().from_pretrained(
-                pretrained_model_name_or_path, *args, output_loading_info=True, ignore_mismatched_sizes=True, **kwargs
-            )
-        except Exception as error:
-            _raise_if_unreadable(path, error)
-            raise
-        if not allow_partial_load:
-            _require_complete_load(path, type(model).__name__, info, ignore_mismatched)
-        return (model, info) if return_info else model
 
 
 class VAEModel(VAEPreTrainedModel):
@@ -375,10 +347,10 @@ class VAEModel(VAEPreTrainedModel):
                 f"pixel_values has size {tuple(pixel_values.shape[2:])} but this VAE reads only {height}x{width} "
                 f"images (height x width; its linear layers see whole images); resize them with the image processor"
             )
-        if _check_failed(torch.isfinite(pixel_values).all(), "pixel_values contains NaN or Inf values"):
+        if check_failed(torch.isfinite(pixel_values).all(), "pixel_values contains NaN or Inf values"):
             raise ValueError("pixel_values contains NaN or Inf values; check the image loading and normalisation")
         in_range = ((pixel_values >= 0) & (pixel_values <= 1)).all()
-        if _check_failed(in_range, "pixel_values must lie in [0, 1]"):
+        if check_failed(in_range, "pixel_values must lie in [0, 1]"):
             raise ValueError(
                 f"pixel_values must lie in [0, 1] (the {self.config.decoder_distribution} decoder models intensities "
                 f"in [0, 1]), got values in [{pixel_values.min().item():.3g}, {pixel_values.max().item():.3g}]; "
@@ -397,19 +369,6 @@ def _check_count(name: str, value) -> None:
         raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
 
 
-def _check_failed(condition: torch.Tensor, traced_message: str) -> bool:
-    """Whether the bool tensor `condition` is False, for a value check that then raises a `ValueError`.
-
-    Traced (torch.compile, torch.export), a Python branch on a tensor's value would break the graph: the check
-    becomes an in-graph assertion (`torch._assert_async`, a RuntimeError with `traced_message`) and this returns
-    False. Duplicated from models/vqvae/quantizer.py (self-contained folder); tests keep the copies equal.
-    """
-    if torch.compiler.is_compiling():
-        torch._assert_async(condition, traced_message)
-        return False
-    return not bool(condition)
-
-
 def _log_normal(x: torch.Tensor, mean: torch.Tensor, log_variance: torch.Tensor) -> torch.Tensor:
     """Element-wise log N(x; mean, exp(log_variance))."""
     return -0.5 * (_LOG_2PI + log_variance + (x - mean) ** 2 * torch.exp(-log_variance))
@@ -420,44 +379,6 @@ def _kl_to_standard_normal(mean: torch.Tensor, log_variance: torch.Tensor) -> to
     mean, log_variance = mean.float(), log_variance.float()
     # −KL = ½ Σ_j (1 + log σ_j² − μ_j² − σ_j²)  (eq. 10, appendix B)
     return -0.5 * (1 + log_variance - mean**2 - log_variance.exp()).sum(dim=-1)
-
-
-# Duplicated from models/vqvae/modeling_vqvae.py with `from_pretrained` (self-contained folder, see above).
-def _require_safetensors(path: str) -> None:
-    if os.path.isdir(path) and not os.path.isfile(os.path.join(path, "model.safetensors")):
-        raise ValueError(
-            f"{path} has no model.safetensors; this library loads weights only from safetensors. "
-            f"Save the model with save_pretrained, or convert pickled weights with a trusted tool first"
-        )
-
-
-def _raise_if_unreadable(path: str, error: Exception) -> None:
-    """A clear `ValueError` for a truncated or corrupt safetensors file; any other error is left to the caller."""
-    if "safetensor" in type(error).__name__.lower() or "deserializ" in str(error).lower():
-        raise ValueError(
-            f"could not read the weights in {path}: the safetensors file is truncated or corrupt ({error}); "
-            f"save or download it again"
-        ) from error
-
-
-def _require_complete_load(path: str, model_name: str, info: dict, ignore_mismatched: bool) -> None:
-    """Raise a `ValueError` naming the weights a load would leave randomly initialised or would drop."""
-    mismatched = [f"{key} (shape {list(saved)} in the file, {list(wanted)} in the model)" for key, saved, wanted in
-                  info["mismatched_keys"]]  # fmt: skip
-    problems = [
-        (sorted(info["missing_keys"]), "weight(s) of the model missing from the checkpoint"),
-        (sorted(info["unexpected_keys"]), "weight(s) in the checkpoint that the model does not have"),
-        ([] if ignore_mismatched else sorted(mismatched), "weight(s) of another shape"),
-    ]
-    found = [f"{len(keys)} {what} ({', '.join(keys[:4])}{', ...' if len(keys) > 4 else ''})" for keys, what in
-             problems if keys]  # fmt: skip
-    if found:
-        raise ValueError(
-            f"{path} does not hold the weights of this {model_name}: {'; '.join(found)}. Loaded as is, the model would "
-            f"have randomly initialised layers or drop saved weights. Check that its config.json and model.safetensors "
-            f"come from the same saved model (save it again with save_pretrained), or pass allow_partial_load=True to "
-            f"load only the matching weights (e.g. to fine-tune from part of a model)"
-        )
 
 
 __all__ = ["VAEModel", "VAEPreTrainedModel", "VAEEncoderOutput", "VAEDecoderOutput", "VAEModelOutput"]

@@ -1,70 +1,18 @@
 """Configurations of the VQ-VAE (van den Oord et al. 2017) and the hierarchical VQ-VAE-2 (Razavi et al. 2019).
 
 Both families live in this one folder: a VQ-VAE is a one-level VQ-VAE-2, so they share their blocks and
-quantizer, and a folder saved for `trust_remote_code=True` carries every file it needs with no duplicated code.
-This file imports no torch.
+quantizer; the helpers every model folder needs come from `config_helpers.py`, a generated copy of
+`models/shared/config_helpers.py` (a folder saved for `trust_remote_code=True` carries only its own files). This file
+imports no torch.
 """
 
 from __future__ import annotations
 
-import copy
-import math
-from typing import Any
-
 from transformers import PreTrainedConfig
 
+from .config_helpers import MAX_IMAGE_SIDE, ConfigMixin, check_image_size, check_int, image_hw, is_number
 
-# The largest image side (pixels) a config accepts: far above every preset (1024) and every training resolution, small
-# enough that a typo (image_size=2**22) fails here, naming the field, instead of in an allocation of terabytes.
-MAX_IMAGE_SIDE = 8192
-MAX_DOWNSAMPLES = 13  # log2(MAX_IMAGE_SIDE): more stride-2 stages fit no accepted image size
-
-
-def _check_int(name: str, value: Any, minimum: int, maximum: int | None = None) -> None:
-    too_big = maximum is not None and isinstance(value, int) and value > maximum
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum or too_big:
-        bounds = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
-        raise ValueError(f"{name} must be an integer {bounds}, got {value!r}")
-
-
-def _is_number(value: Any) -> bool:
-    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
-
-
-def _check_image_size(value: Any) -> int | list[int]:
-    """`image_size` as stored: an integer, or [height, width] as a list; each side in [1, MAX_IMAGE_SIDE]."""
-    if isinstance(value, (list, tuple)):
-        if len(value) != 2:
-            raise ValueError(f"image_size must be an integer or [height, width], got {value!r}")
-        _check_int("image_size height", value[0], 1, MAX_IMAGE_SIDE)
-        _check_int("image_size width", value[1], 1, MAX_IMAGE_SIDE)
-        return list(value)
-    _check_int("image_size (an integer or [height, width])", value, 1, MAX_IMAGE_SIDE)
-    return value
-
-
-def _image_hw(image_size: int | list[int] | tuple[int, int]) -> tuple[int, int]:
-    if isinstance(image_size, int):
-        return image_size, image_size
-    return int(image_size[0]), int(image_size[1])
-
-
-class _PresetMixin:
-    """`from_preset(name, **overrides)` and `list_presets()` over a class-level `PRESETS` table."""
-
-    PRESETS = {}  # name -> keyword arguments; filled by each config class
-
-    @classmethod
-    def list_presets(cls) -> list[str]:
-        """Names accepted by `from_preset`."""
-        return sorted(cls.PRESETS)
-
-    @classmethod
-    def from_preset(cls, name: str, **overrides):
-        """The named architecture from the papers (an architecture, not weights); keywords override any field."""
-        if name not in cls.PRESETS:
-            raise ValueError(f"unknown {cls.__name__} preset {name!r}; known presets: {', '.join(cls.list_presets())}")
-        return cls(**{**copy.deepcopy(cls.PRESETS[name]), **overrides})
+MAX_DOWNSAMPLES = MAX_IMAGE_SIDE.bit_length() - 1  # log2(MAX_IMAGE_SIDE) = 13: more stride-2 stages fit no image
 
 
 # The papers' codebook: a codebook initialised at random that keeps every code, used or not. On natural images it
@@ -81,7 +29,7 @@ PAPER_CODEBOOK = dict(kmeans_init=False, dead_code_threshold=None, rotation_tric
 ARCHITECTURES = ("paper", "compact")
 
 
-class _VQConfigBase(_PresetMixin, PreTrainedConfig):
+class _VQConfigBase(ConfigMixin, PreTrainedConfig):
     """Fields and validation shared by [`VQVAEConfig`] and [`VQVAE2Config`]; see their docstrings."""
 
     num_channels: int = 3
@@ -104,7 +52,7 @@ class _VQConfigBase(_PresetMixin, PreTrainedConfig):
     codebook_dim: int | None = None
 
     def __post_init__(self, **kwargs):
-        self.image_size = _check_image_size(self.image_size)
+        self.image_size = check_image_size(self.image_size)
         self._validate_networks()
         self._validate_codebook()
         super().__post_init__(**kwargs)
@@ -112,11 +60,11 @@ class _VQConfigBase(_PresetMixin, PreTrainedConfig):
     def _validate_networks(self) -> None:
         if self.architecture not in ARCHITECTURES:
             raise ValueError(f"architecture must be one of {', '.join(ARCHITECTURES)}, got {self.architecture!r}")
-        _check_int("num_channels", self.num_channels, 1)
-        _check_int("hidden_channels", self.hidden_channels, 2)
-        _check_int("residual_channels", self.residual_channels, 1)
-        _check_int("num_residual_blocks", self.num_residual_blocks, 0)
-        height, width = _image_hw(self.image_size)
+        check_int("num_channels", self.num_channels, 1)
+        check_int("hidden_channels", self.hidden_channels, 2)
+        check_int("residual_channels", self.residual_channels, 1)
+        check_int("num_residual_blocks", self.num_residual_blocks, 0)
+        height, width = image_hw(self.image_size)
         factor = 2 ** self.total_downsamples
         if height % factor or width % factor:
             raise ValueError(
@@ -125,24 +73,24 @@ class _VQConfigBase(_PresetMixin, PreTrainedConfig):
             )
 
     def _validate_codebook(self) -> None:
-        _check_int("num_embeddings", self.num_embeddings, 1)
-        _check_int("embedding_dim", self.embedding_dim, 1)
-        _check_int("kmeans_iters", self.kmeans_iters, 1)
-        if not (_is_number(self.beta) and self.beta >= 0):
+        check_int("num_embeddings", self.num_embeddings, 1)
+        check_int("embedding_dim", self.embedding_dim, 1)
+        check_int("kmeans_iters", self.kmeans_iters, 1)
+        if not (is_number(self.beta) and self.beta >= 0):
             raise ValueError(
                 f"beta (commitment weight) must be a finite number >= 0, got {self.beta!r}; the paper uses 0.25"
             )
-        if self.ema_decay is not None and not (_is_number(self.ema_decay) and 0.0 < self.ema_decay < 1.0):
+        if self.ema_decay is not None and not (is_number(self.ema_decay) and 0.0 < self.ema_decay < 1.0):
             raise ValueError(
                 f"ema_decay must lie strictly between 0 and 1 (a number), or be None for the codebook loss; "
                 f"got {self.ema_decay!r}"
             )
-        if not (_is_number(self.ema_epsilon) and self.ema_epsilon > 0):
+        if not (is_number(self.ema_epsilon) and self.ema_epsilon > 0):
             raise ValueError(f"ema_epsilon must be a finite number > 0, got {self.ema_epsilon!r}; the default is 1e-5")
         if self.dead_code_threshold is not None:
-            _check_int("dead_code_threshold", self.dead_code_threshold, 1)
+            check_int("dead_code_threshold", self.dead_code_threshold, 1)
         if self.codebook_dim is not None:
-            _check_int("codebook_dim", self.codebook_dim, 1)
+            check_int("codebook_dim", self.codebook_dim, 1)
         for name in ("kmeans_init", "ema_bias_correction", "rotation_trick", "use_cosine_sim"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
@@ -162,23 +110,12 @@ class _VQConfigBase(_PresetMixin, PreTrainedConfig):
 
     def latent_shapes(self, image_size: int | list[int] | None = None) -> list[tuple[int, int]]:
         """(H_l, W_l) of every level's code map, top level first, for `image_size` (default: the config's)."""
-        height, width = _image_hw(self.image_size if image_size is None else image_size)
+        height, width = image_hw(self.image_size if image_size is None else image_size)
         shapes, factor = [], 1
         for downsamples in reversed(self.level_downsamples):
             factor *= 2**downsamples
             shapes.append((height // factor, width // factor))
         return shapes[::-1]
-
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
-        config_dict, _ = cls.get_config_dict(pretrained_model_name_or_path, **dict(kwargs))
-        found = config_dict.get("model_type")
-        if found is not None and found != cls.model_type:
-            raise ValueError(
-                f"{pretrained_model_name_or_path} holds a config of model_type {found!r}, not {cls.model_type!r}; "
-                f"load it with AutoModel.from_pretrained (after `import hf_vqvae`) or the matching class"
-            )
-        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
 
 class VQVAEConfig(_VQConfigBase):
@@ -268,7 +205,7 @@ class VQVAEConfig(_VQConfigBase):
     }  # fmt: skip
 
     def __post_init__(self, **kwargs):
-        _check_int("num_downsamples", self.num_downsamples, 0, MAX_DOWNSAMPLES)
+        check_int("num_downsamples", self.num_downsamples, 0, MAX_DOWNSAMPLES)
         super().__post_init__(**kwargs)
 
     @property
@@ -347,7 +284,7 @@ class VQVAE2Config(_VQConfigBase):
             raise ValueError(f"level_downsamples must be a non-empty list (top level first), got {levels!r}")
         self.level_downsamples = list(levels)
         for downsamples in self.level_downsamples:
-            _check_int("every entry of level_downsamples", downsamples, 0, MAX_DOWNSAMPLES)
+            check_int("every entry of level_downsamples", downsamples, 0, MAX_DOWNSAMPLES)
         super().__post_init__(**kwargs)
 
 

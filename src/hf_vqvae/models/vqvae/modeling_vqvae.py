@@ -12,7 +12,6 @@ Channels-last weights and inputs (`model.to(memory_format=torch.channels_last)`)
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import torch
@@ -23,7 +22,8 @@ from transformers.utils import ModelOutput
 
 from .blocks import DECODERS, ENCODERS, Upsampler
 from .configuration_vqvae import VQVAE2Config, VQVAEConfig
-from .quantizer import VectorQuantizer, _check_failed
+from .modeling_helpers import StrictLoadingMixin, check_failed
+from .quantizer import VectorQuantizer
 
 
 @dataclass
@@ -74,7 +74,7 @@ class VQModelOutput(ModelOutput):
     codes: list[torch.LongTensor] | None = None
 
 
-class VQPreTrainedModel(PreTrainedModel):
+class VQPreTrainedModel(StrictLoadingMixin, PreTrainedModel):
     """Weights init, safetensors-only loading and the shared encode/decode machinery of both families."""
 
     main_input_name = "pixel_values"
@@ -229,7 +229,7 @@ class VQPreTrainedModel(PreTrainedModel):
                 f"resize or crop to a multiple of {factor} (e.g. {height // factor * factor or factor}x"
                 f"{width // factor * factor or factor}) with the image processor"
             )
-        if _check_failed(torch.isfinite(pixel_values).all(), "pixel_values contains NaN or Inf values"):
+        if check_failed(torch.isfinite(pixel_values).all(), "pixel_values contains NaN or Inf values"):
             raise ValueError("pixel_values contains NaN or Inf values; check the image loading and normalisation")
 
     def _check_codes(self, codes) -> list[torch.LongTensor]:
@@ -263,69 +263,6 @@ class VQPreTrainedModel(PreTrainedModel):
             module.reset_parameters(keep=frozenset(n for n, t in tensors if getattr(t, "_is_hf_initialized", False)))
         elif isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
             module.reset_parameters()
-
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *args, allow_partial_load: bool = False, **kwargs):
-        """As `PreTrainedModel.from_pretrained`, safetensors only, strict, with clear errors for broken folders.
-
-        A weight of the model missing from the checkpoint, a weight of the checkpoint that the model does not have,
-        or one of another shape raises a `ValueError` naming them, instead of a model with randomly initialised
-        layers. `allow_partial_load=True` loads the weights that match and initialises the rest (to fine-tune from
-        part of a model); `ignore_mismatched_sizes=True` allows only the shape differences. With
-        `output_loading_info=True` it returns `(model, loading_info)` as transformers does.
-        """
-        path = os.fspath(pretrained_model_name_or_path)
-        _require_safetensors(path)
-        return_info = kwargs.pop("output_loading_info", False)
-        ignore_mismatched = kwargs.pop("ignore_mismatched_sizes", False)
-        kwargs.setdefault("use_safetensors", True)
-        try:
-            model, info = super().from_pretrained(
-                pretrained_model_name_or_path, *args, output_loading_info=True, ignore_mismatched_sizes=True, **kwargs
-            )
-        except Exception as error:
-            _raise_if_unreadable(path, error)
-            raise
-        if not allow_partial_load:
-            _require_complete_load(path, type(model).__name__, info, ignore_mismatched)
-        return (model, info) if return_info else model
-
-
-def _require_safetensors(path: str) -> None:
-    if os.path.isdir(path) and not os.path.isfile(os.path.join(path, "model.safetensors")):
-        raise ValueError(
-            f"{path} has no model.safetensors; this library loads weights only from safetensors. "
-            f"Save the model with save_pretrained, or convert pickled weights with a trusted tool first"
-        )
-
-
-def _raise_if_unreadable(path: str, error: Exception) -> None:
-    """A clear `ValueError` for a truncated or corrupt safetensors file; any other error is left to the caller."""
-    if "safetensor" in type(error).__name__.lower() or "deserializ" in str(error).lower():
-        raise ValueError(
-            f"could not read the weights in {path}: the safetensors file is truncated or corrupt ({error}); "
-            f"save or download it again"
-        ) from error
-
-
-def _require_complete_load(path: str, model_name: str, info: dict, ignore_mismatched: bool) -> None:
-    """Raise a `ValueError` naming the weights a load would leave randomly initialised or would drop."""
-    mismatched = [f"{key} (shape {list(saved)} in the file, {list(wanted)} in the model)" for key, saved, wanted in
-                  info["mismatched_keys"]]  # fmt: skip
-    problems = [
-        (sorted(info["missing_keys"]), "weight(s) of the model missing from the checkpoint"),
-        (sorted(info["unexpected_keys"]), "weight(s) in the checkpoint that the model does not have"),
-        ([] if ignore_mismatched else sorted(mismatched), "weight(s) of another shape"),
-    ]
-    found = [f"{len(keys)} {what} ({', '.join(keys[:4])}{', ...' if len(keys) > 4 else ''})" for keys, what in
-             problems if keys]  # fmt: skip
-    if found:
-        raise ValueError(
-            f"{path} does not hold the weights of this {model_name}: {'; '.join(found)}. Loaded as is, the model would "
-            f"have randomly initialised layers or drop saved weights. Check that its config.json and model.safetensors "
-            f"come from the same saved model (save it again with save_pretrained), or pass allow_partial_load=True to "
-            f"load only the matching weights (e.g. to fine-tune from part of a model)"
-        )
 
 
 def _make_quantizer(config) -> VectorQuantizer:

@@ -5,7 +5,7 @@ that it travels with the model folder when a model is saved for `trust_remote_co
 
 The training forward has no Python branch on a tensor's value, so `torch.compile` traces it whole (no graph break)
 and `torch.export` exports `encode` / `decode_code`: code counts are a `scatter_add_`, dead-code restarts a masked
-update of every code, value checks an in-graph assertion when traced (`_check_failed`). The one step that is not
+update of every code, value checks an in-graph assertion when traced (`check_failed`). The one step that is not
 traceable, the k-means initialisation on the first training batch, runs eagerly: by the forward in eager mode, or
 by `initialize_codebook` (`VQPreTrainedModel.initialize_codebooks`) before the first compiled step.
 """
@@ -20,6 +20,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from transformers.utils import ModelOutput
+
+from .modeling_helpers import check_failed
 
 
 @dataclass
@@ -251,7 +253,7 @@ class VectorQuantizer(nn.Module):
         if indices.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
             raise ValueError(f"codes must be an integer tensor, got dtype {indices.dtype}")
         in_range = (indices >= 0) & (indices < self.num_embeddings)
-        if indices.numel() and _check_failed(in_range.all(), f"codes must lie in [0, {self.num_embeddings})"):
+        if indices.numel() and check_failed(in_range.all(), f"codes must lie in [0, {self.num_embeddings})"):
             raise ValueError(
                 f"codes must lie in [0, {self.num_embeddings}), got values in "
                 f"[{int(indices.min())}, {int(indices.max())}]; were they made by a model with another codebook size?"
@@ -514,19 +516,6 @@ def _kmeans_plus_plus_seeds(flat: torch.Tensor, num_seeds: int) -> torch.Tensor:
         seeds[index] = flat[torch.multinomial(weights, 1)]
         closest = torch.minimum(closest, (flat - seeds[index]).pow(2).sum(dim=1))
     return seeds
-
-
-def _check_failed(condition: torch.Tensor, traced_message: str) -> bool:
-    """Whether the bool tensor `condition` is False, for a value check that then raises a `ValueError`.
-
-    Traced (torch.compile, torch.export), a Python branch on a tensor's value would break the graph: the check
-    becomes an in-graph assertion (`torch._assert_async`, a RuntimeError with `traced_message`) and this returns
-    False. Duplicated in the other model folders (self-contained for remote code); tests keep the copies equal.
-    """
-    if torch.compiler.is_compiling():
-        torch._assert_async(condition, traced_message)
-        return False
-    return not bool(condition)
 
 
 def _perplexity(usage: torch.LongTensor) -> torch.FloatTensor:
