@@ -47,3 +47,21 @@ def test_the_check_mode_exits_zero_on_this_tree():
 def test_model_and_config_classes_use_the_shared_mixins(family):
     assert any(base.__name__ == "ConfigMixin" for base in family.config_class.__mro__)
     assert any(base.__name__ == "StrictLoadingMixin" for base in family.model_class.__mro__)
+
+
+@pytest.mark.parametrize("family", FAMILIES, ids=[f.cli_name for f in FAMILIES])
+def test_a_models_module_imports_every_file_of_its_folder_directly(family):
+    """diffusers loads a pipeline component's module with only the files that module imports itself (one level), so
+    every file the module needs, the generated helpers included, must be a direct import of it."""
+    from hf_vqvae.hub import _same_folder_imports
+
+    module = Path(sys.modules[family.model_class.__module__].__file__)
+    direct = set(_same_folder_imports(module))
+    reached, pending = set(), list(direct)
+    while pending:
+        name = pending.pop()
+        if name not in reached:
+            reached.add(name)
+            pending += _same_folder_imports(module.parent / f"{name}.py")
+    assert reached == direct, f"{module.name} reaches {sorted(reached - direct)} only through other modules"
+    assert {"config_helpers", "modeling_helpers"} <= direct

@@ -23,6 +23,7 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers.utils import ModelOutput
 
+from .config_helpers import check_int
 from .configuration_pixelcnn_prior import PixelCNNPriorConfig
 from .layers import CausalSelfAttention, ConditioningStack, GatedMaskedConvLayer
 from .modeling_helpers import (
@@ -199,8 +200,7 @@ class PixelCNNPriorModel(PixelCNNPriorPreTrainedModel):
         Returns:
             `torch.LongTensor` of shape `(batch_size, H, W)`.
         """
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        check_int("batch_size", batch_size, 1)
         check_sampling(temperature, top_k, top_p)
         height, width = self._sample_shape(shape, condition_codes)
         codes_shape = (batch_size, height, width)

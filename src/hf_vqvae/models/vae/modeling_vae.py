@@ -22,6 +22,7 @@ from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
+from .config_helpers import check_int
 from .configuration_vae import VAEConfig
 from .modeling_helpers import StrictLoadingMixin, check_failed
 
@@ -245,7 +246,7 @@ class VAEModel(VAEPreTrainedModel):
     ) -> VAEModelOutput:
         """The SGVB estimate of the ELBO (eq. 10) with L = `num_latent_samples` (default: the config's)."""
         num = self.config.num_latent_samples if num_latent_samples is None else num_latent_samples
-        _check_count("num_latent_samples", num)
+        check_int("num_latent_samples", num, 1)
         self._check_pixel_values(pixel_values)
         mean, log_variance = self.encoder(pixel_values)  # (B, J) each
         latents = self._reparameterize(mean, log_variance, num, generator)  # (L, B, J)
@@ -268,7 +269,7 @@ class VAEModel(VAEPreTrainedModel):
     @torch.no_grad()
     def sample(self, num_samples: int, generator: torch.Generator | None = None) -> torch.FloatTensor:
         """Decoder means `(num_samples, C, H, W)` in [0, 1] for z ~ N(0, I)."""
-        _check_count("num_samples", num_samples)
+        check_int("num_samples", num_samples, 1)
         latent = self._noise((num_samples, self.config.latent_dim), generator)  # z ~ N(0, I): (N, J)
         return self.decode(latent).mean
 
@@ -289,8 +290,8 @@ class VAEModel(VAEPreTrainedModel):
         the analytic KL). The decoder runs on `chunk_size` samples at a time, so memory stays bounded; the noise for
         all K samples (K × batch × latent_dim numbers) is drawn first, so the result does not depend on `chunk_size`.
         """
-        _check_count("num_samples", num_samples)
-        _check_count("chunk_size", chunk_size)
+        check_int("num_samples", num_samples, 1)
+        check_int("chunk_size", chunk_size, 1)
         self._check_pixel_values(pixel_values)
         mean, log_variance = self.encoder(pixel_values)  # (B, J) each
         noise = self._noise((num_samples, *mean.shape), generator)  # ε: (K, B, J)
@@ -362,11 +363,6 @@ class VAEModel(VAEPreTrainedModel):
         if not isinstance(latent, torch.Tensor) or latent.dim() != 2 or latent.shape[1] != dim:
             shape = tuple(latent.shape) if isinstance(latent, torch.Tensor) else type(latent)
             raise ValueError(f"latent must be a (batch, {dim}) tensor (latent_dim = {dim}), got {shape}")
-
-
-def _check_count(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
 
 
 def _log_normal(x: torch.Tensor, mean: torch.Tensor, log_variance: torch.Tensor) -> torch.Tensor:

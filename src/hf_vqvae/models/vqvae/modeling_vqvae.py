@@ -21,6 +21,7 @@ from transformers import PreTrainedModel
 from transformers.utils import ModelOutput
 
 from .blocks import DECODERS, ENCODERS, Upsampler
+from .config_helpers import MAX_IMAGE_SIDE  # noqa: F401  (diffusers copies only the modules a component imports directly)
 from .configuration_vqvae import VQVAE2Config, VQVAEConfig
 from .modeling_helpers import StrictLoadingMixin, check_failed
 from .quantizer import VectorQuantizer
