@@ -218,3 +218,22 @@ def test_lr_scheduler_constant_or_cosine_after_the_warm_up():
     assert all(a >= b for a, b in zip(cosine[2:], cosine[3:])), "decays after the warm-up"
     with pytest.raises(ValueError, match="--lr_scheduler must be cosine or constant"):
         TrainArguments(lr_scheduler="linear")
+
+
+def test_image_grids_also_go_to_tensorboard(tmp_path):
+    """--report_to tensorboard: each grid written under images/ is also an image event of the run's log."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_train(tmp_path, "--max_train_steps", "4", "--image_logging_steps", "2", "--report_to", "tensorboard")
+    events = sorted((tmp_path / "logs").rglob("events.out.tfevents.*")) if (tmp_path / "logs").is_dir() else sorted(
+        tmp_path.rglob("events.out.tfevents.*"))
+    assert events, "no tensorboard event file"
+    images = []
+    for path in events:
+        accumulator = EventAccumulator(str(path.parent), size_guidance={"images": 0})
+        accumulator.Reload()
+        images += [(tag, event.step, event.width, event.height) for tag in accumulator.Tags()["images"]
+                   for event in accumulator.Images(tag)]  # fmt: skip
+    grid = Image.open(tmp_path / "images" / "step-2.png")
+    assert sorted(step for _, step, _, _ in images) == [2, 4]
+    assert all(tag.endswith("reconstructions") and (w, h) == grid.size for tag, _, w, h in images)

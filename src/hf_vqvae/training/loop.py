@@ -10,6 +10,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import ProjectConfiguration, is_compiled_module, set_seed
@@ -29,6 +30,15 @@ from .output_dir import check_output_dir, remove_checkpoints, write_atomically
 from .tasks import ImageTask, make_task
 
 logger = logging.getLogger(__name__)
+
+
+def log_image_to_trackers(accelerator, name: str, image, step: int) -> None:
+    """Send a PIL image to the trackers that show images (tensorboard, wandb), as diffusers' training scripts do."""
+    for tracker in accelerator.trackers:
+        if tracker.name == "tensorboard":
+            tracker.log_images({name: np.asarray(image.convert("RGB"))[None]}, step=step, dataformats="NHWC")
+        elif tracker.name == "wandb":
+            tracker.log_images({name: [image]}, step=step)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -274,12 +284,13 @@ class _Run:
             self._write_image_grid()
 
     def _write_image_grid(self) -> None:
-        """Held-out inputs above their reconstructions, as images/step-<N>.png (main process)."""
+        """Held-out inputs above their reconstructions, as images/step-<N>.png and to the trackers (main process)."""
         grid = self.task.grid(self.unwrapped) if self.accelerator.is_main_process else None
         if grid is not None:
             folder = self.output_dir / "images"
             folder.mkdir(parents=True, exist_ok=True)
             grid.save(folder / f"step-{self.state.global_step}.png")
+            log_image_to_trackers(self.accelerator, "reconstructions", grid, self.state.global_step)
 
     def _log(self, bar) -> None:
         elapsed = max(time.time() - self.time_of_log, 1e-9)
