@@ -24,7 +24,7 @@ from transformers import HfArgumentParser
 import hf_vqvae  # noqa: F401  (registers the Auto classes)
 from hf_vqvae.data import DataArguments
 from hf_vqvae.training import ModelArguments, TrainArguments, TrainingInterrupted, parse_config_overrides, train
-from hf_vqvae.training.builders import config_class_for
+from hf_vqvae.training.builders import config_class_for, run_output_dir
 
 
 def parse_args(argv: list[str] | None = None):
@@ -68,7 +68,7 @@ def main(parsed=None) -> dict:
     model_args, data_args, train_args, overrides = parsed or parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        return train(model_args, data_args, train_args, overrides)
+        metrics = train(model_args, data_args, train_args, overrides)
     except TrainingInterrupted as stop:  # Ctrl-C or SIGTERM: a checkpoint was saved
         print(f"\n{stop}", file=sys.stderr)
         raise SystemExit(stop.exit_code) from None
@@ -76,6 +76,22 @@ def main(parsed=None) -> dict:
         print("\nstopped at once by Ctrl-C: nothing saved since the last checkpoint, if any (resume from one with "
               "--resume_from_checkpoint latest)", file=sys.stderr)  # fmt: skip
         raise SystemExit(130) from None
+    if train_args.push_to_hub:
+        publish(model_args, train_args)
+    return metrics
+
+
+def publish(model_args, train_args) -> dict | None:
+    """--push_to_hub: scripts/push_to_hub.py on the finished run, from the main process only."""
+    from accelerate import PartialState
+
+    import push_to_hub
+
+    if not PartialState().is_main_process:
+        return None
+    argv = [str(run_output_dir(model_args, train_args)), "--repo_id", train_args.hub_model_id]
+    argv += ["--private"] * train_args.hub_private_repo + (["--token", train_args.hub_token] if train_args.hub_token else [])
+    return push_to_hub.main(push_to_hub.parse_args(argv))
 
 
 if __name__ == "__main__":

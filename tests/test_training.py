@@ -237,3 +237,30 @@ def test_image_grids_also_go_to_tensorboard(tmp_path):
     grid = Image.open(tmp_path / "images" / "step-2.png")
     assert sorted(step for _, step, _, _ in images) == [2, 4]
     assert all(tag.endswith("reconstructions") and (w, h) == grid.size for tag, _, w, h in images)
+
+
+def test_push_to_hub_publishes_the_finished_run_validated(tmp_path, monkeypatch):
+    """--push_to_hub runs scripts/push_to_hub.py on the run: the repo folder, validated without the package, uploaded
+    (the upload is patched, as in tests/test_hub.py)."""
+    from huggingface_hub import HfApi
+
+    calls = []
+    monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **kw: calls.append(("create_repo", repo_id, kw)))
+
+    def upload_folder(self, **kw):
+        calls.append(("upload_folder", kw["repo_id"], sorted(p.name for p in Path(kw["folder_path"]).iterdir())))
+        return "commit-url"
+
+    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
+    run_train(tmp_path / "run", "--max_train_steps", "2", "--push_to_hub", "--hub_model_id", "org/tiny-vqvae",
+              "--hub_private_repo")  # fmt: skip
+    assert calls[0] == ("create_repo", "org/tiny-vqvae", {"private": True, "exist_ok": True, "repo_type": "model"})
+    assert calls[1][0] == "upload_folder" and calls[1][1] == "org/tiny-vqvae"
+    assert {"model.safetensors", "config.json", "preprocessor_config.json", "README.md", "modeling_vqvae.py"} <= set(calls[1][2])
+
+
+def test_hub_options_without_push_to_hub_or_a_repo_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="--push_to_hub needs --hub_model_id"):
+        run_train(tmp_path, "--push_to_hub")
+    with pytest.raises(ValueError, match="--hub_model_id and --hub_private_repo apply with --push_to_hub"):
+        run_train(tmp_path, "--hub_model_id", "org/x")

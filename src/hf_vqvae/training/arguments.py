@@ -114,12 +114,26 @@ class TrainArguments:
         metadata={"help": "Convolutional models: weights and image batches in channels-last memory layout (faster "
                   "convolutions on CPUs); no effect on layers without 4-D weights. Saved weights are standard."},
     )
+    push_to_hub: bool = field(
+        default=False,
+        metadata={"help": "After training, publish the run as scripts/push_to_hub.py does: the repo folder (safetensors, "
+                  "config, processor, model code, card), validated in a fresh process without the package, uploaded."},
+    )
+    hub_model_id: str | None = field(
+        default=None, metadata={"help": "With --push_to_hub: the repo, namespace/name (required)."}
+    )
+    hub_private_repo: bool = field(default=False, metadata={"help": "With --push_to_hub: create the repo private."})
+    hub_token: str | None = field(default=None, metadata={"help": "With --push_to_hub: a Hub token (default: the logged-in one)."})
     debug_rank_outputs: bool = field(
         default=False,
         metadata={"help": "Each process writes the ids of the images it saw and its final weights (for tests)."},
     )
 
     def __post_init__(self):
+        if self.push_to_hub and not self.hub_model_id:
+            raise ValueError("--push_to_hub needs --hub_model_id namespace/name (the repo to create or update)")
+        if not self.push_to_hub and (self.hub_model_id or self.hub_private_repo):
+            raise ValueError("--hub_model_id and --hub_private_repo apply with --push_to_hub; add it or drop them")
         if self.mixed_precision not in (None, "no", "bf16", "fp16"):
             raise ValueError(f"--mixed_precision must be no, bf16 or fp16 (or unset), got {self.mixed_precision!r}")
         for name in ("train_batch_size", "eval_batch_size", "gradient_accumulation_steps", "num_train_epochs", "logging_steps"):

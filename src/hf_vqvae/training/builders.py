@@ -29,6 +29,11 @@ def default_preset(args: ModelArguments) -> str:
     return args.preset or family_for(args.model).default_preset
 
 
+def run_output_dir(model_args: ModelArguments, train_args) -> Path:
+    """`--output_dir`, by default outputs/<model>-<preset>."""
+    return Path(train_args.output_dir or f"outputs/{model_args.model}-{default_preset(model_args)}")
+
+
 def build_model(args: ModelArguments, overrides: dict, resolution: int | None):
     """A new model from `--preset` (+ overrides), or a saved one from `--init_from` (fine-tuning)."""
     family = family_for(config_class_for(args.model).model_type)

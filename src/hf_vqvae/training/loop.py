@@ -22,7 +22,7 @@ from ..data import BatchStats, DataArguments, batches_for_rank
 from ..evaluation import codebook_health, to_jsonable
 from .arguments import ModelArguments, TrainArguments
 from .artifacts import write_metrics, write_model_card
-from .builders import build_model, build_optimizer, build_scheduler, default_preset
+from .builders import build_model, build_optimizer, build_scheduler, run_output_dir
 from .checkpointing import TrainingState, find_checkpoint, load_checkpoint, read_training_state, save_checkpoint
 from .distributed import gather_full_model, is_sharded, local_shards, make_accelerator, prepare_for_sharding
 from .interrupts import StopSignals, TrainingInterrupted
@@ -51,7 +51,7 @@ class EmptyEpochError(RuntimeError):
 
 def train(model_args: ModelArguments, data_args: DataArguments, args: TrainArguments, overrides: dict) -> dict:
     """Train, then write the model folder, grids and metrics.json to `args.output_dir`; returns the metrics."""
-    output_dir = Path(args.output_dir or f"outputs/{model_args.model}-{default_preset(model_args)}")
+    output_dir = run_output_dir(model_args, args)
     accelerator = _make_accelerator(args, output_dir)
     _prepare_output_dir(accelerator, output_dir, args)
     set_seed(args.seed)
