@@ -39,6 +39,9 @@ def test_two_processes_see_disjoint_examples_and_end_identical(tmp_path):
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-4000:]
+    # the run's log lines come from the main process only, not once per process
+    assert result.stderr.count("DataLoader worker process(es) per training process") == 1, result.stderr[-4000:]
+    assert result.stderr.count(f"wrote {output}") == 1
 
     seen = [json.loads((output / f"example_ids_rank{rank}.json").read_text()) for rank in (0, 1)]
     assert len(seen[0]) == len(seen[1]) == 32

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 import torch
@@ -14,8 +13,9 @@ from ..image_processing import VQImageProcessor
 from ..models.vqvae import PAPER_CODEBOOK
 from ..registry import cli_names, families_of_kind, family_for
 from .arguments import ModelArguments
+from .logs import get_logger
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 
 def config_class_for(cli_name: str):

@@ -25,7 +25,6 @@ restarts), and FSDP2 drops writes into the gathered copy of a parameter when it 
 from __future__ import annotations
 
 import copy
-import logging
 import os
 
 import torch
@@ -34,8 +33,9 @@ from accelerate.state import PartialState
 from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin, parse_flag_from_env
 
 from ..registry import families_of_kind, family_for
+from .logs import get_logger
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 
 

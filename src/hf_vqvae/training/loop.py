@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import platform
 import signal
 import time
@@ -26,10 +25,11 @@ from .builders import build_model, build_optimizer, build_scheduler, run_output_
 from .checkpointing import TrainingState, find_checkpoint, load_checkpoint, read_training_state, save_checkpoint
 from .distributed import gather_full_model, is_sharded, local_shards, make_accelerator, prepare_for_sharding
 from .interrupts import StopSignals, TrainingInterrupted
+from .logs import get_logger
 from .output_dir import check_output_dir, remove_checkpoints, write_atomically
 from .tasks import ImageTask, make_task
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 
 def log_image_to_trackers(accelerator, name: str, image, step: int) -> None:

@@ -7,7 +7,6 @@ writes beside the weights; the loop itself (optimisation, checkpoints, logging) 
 from __future__ import annotations
 
 import json
-import logging
 import math
 from pathlib import Path
 
@@ -20,8 +19,9 @@ from ..evaluation import binarize, evaluate_vae, evaluate_vq, to_jsonable
 from ..registry import family_for
 from .artifacts import reconstruction_grid, sample_grid
 from .builders import build_processor
+from .logs import get_logger
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 
 def num_workers_for(args, world_size: int, dataset, decodes: bool = True) -> int:
