@@ -29,7 +29,7 @@ from hf_vqvae.data.codes import code_dtype, load_codes  # noqa: E402
 from hf_vqvae.hub import assemble_repo_folder, remote_code_files  # noqa: E402
 from hf_vqvae.pipelines.codes_source import codebook_matches  # noqa: E402
 
-VQ_CODE = {"configuration_vqvae.py", "modeling_vqvae.py", "blocks.py", "quantizer.py"}
+VQ_CODE = {"configuration_vqvae.py", "modeling_vqvae.py", "blocks.py", "quantizer.py", "config_helpers.py", "modeling_helpers.py"}
 SECRET = "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"
 
 
