@@ -1,4 +1,6 @@
-# Every command in the README goes through these targets; each creates .venv when it is missing.
+# Every command in the README goes through these targets; each creates .venv when it is missing. They install the
+# package with its `train` extra (accelerate, datasets, ...) and `dev` (the test tools, the demo's gradio); a bare
+# `pip install .` is the inference-only install (see pyproject.toml).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -19,7 +21,7 @@ $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[train,dev]"
 	touch $@
 
 install: $(BIN)/.installed

@@ -11,6 +11,8 @@ Classifier-based rejection sampling (VQ-VAE-2 §3.3): with `--classifier DIR_OR_
 classifier, or one from `scripts/train_classifier.py`) and one class label, `--num_images` samples are drawn and
 only those above `--threshold` (a probability), or the top `--keep_fraction` of them, go in the grid; the
 acceptance rate is printed.
+
+`--device` picks where the models run (default: cuda when available, else cpu); the images are written from the CPU.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import torch
 from transformers import AutoModel
 
 import hf_vqvae  # noqa: F401  (registers the Auto classes)
+from hf_vqvae.devices import add_device_argument, resolve_device
 from hf_vqvae.pipelines import ClassifierJudge, VQVAE2Pipeline, rejection_sample
 from hf_vqvae.training.artifacts import image_grid
 
@@ -44,6 +47,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--classifier", default=None, help="rejection sampling: an image classifier folder or Hub id")
     parser.add_argument("--threshold", type=float, default=None, help="keep samples with p(class) >= this")
     parser.add_argument("--keep_fraction", type=float, default=None, help="keep this top fraction of the samples")
+    add_device_argument(parser)
     args = parser.parse_args(argv)
     if args.classifier:
         if args.class_labels is None or len(args.class_labels) != 1:
@@ -67,16 +71,18 @@ def load_pipeline(args: argparse.Namespace) -> VQVAE2Pipeline:
 
 
 def main(args: argparse.Namespace) -> Path:
+    device = resolve_device(args.device)
     pipe = load_pipeline(args)
     if args.save_pipeline:
         pipe.save_pretrained(args.save_pipeline)
+    pipe.to(device)
     labels = args.class_labels
     if labels and len(labels) == 1:
         labels = labels * args.num_images
-    generator = torch.Generator().manual_seed(args.seed)
+    generator = torch.Generator(device=device).manual_seed(args.seed)  # the priors draw on their device
     sampling = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, generator=generator)
     if args.classifier:
-        images = _rejection_sample(pipe, args, sampling)
+        images = _rejection_sample(pipe, args, sampling, device)
     else:
         images = pipe(args.num_images, class_labels=labels, **sampling).images
     if not images:
@@ -90,9 +96,12 @@ def main(args: argparse.Namespace) -> Path:
     return output
 
 
-def _rejection_sample(pipe: VQVAE2Pipeline, args: argparse.Namespace, sampling: dict) -> list:
+def _rejection_sample(pipe: VQVAE2Pipeline, args: argparse.Namespace, sampling: dict, device: torch.device) -> list:
     judge = ClassifierJudge.from_pretrained(args.classifier)
-    result = rejection_sample(pipe, judge, class_label=judge.label_id(args.class_labels[0]), num_samples=args.num_images,
+    judge.model.to(device)
+    # The judge normalises with CPU tensors and then moves the images to its model's device: hand it CPU images.
+    classifier = lambda images: judge(images.cpu())  # noqa: E731
+    result = rejection_sample(pipe, classifier, class_label=judge.label_id(args.class_labels[0]), num_samples=args.num_images,
                               threshold=args.threshold, keep_fraction=args.keep_fraction, **sampling)  # fmt: skip
     print(f"rejection sampling: kept {int(result['kept'].sum())} of {args.num_images} "
           f"(acceptance rate {result['acceptance_rate']:.3f})")  # fmt: skip

@@ -9,7 +9,8 @@ The model is a transformers `ResNetForImageClassification` (two basic-block stag
     python scripts/sample.py --pipeline outputs/mnist-pipeline --class_labels 7 \\
         --classifier outputs/mnist-classifier --keep_fraction 0.25 --num_images 64
 
-It writes `metrics.json` with the accuracy on the held-out split.
+It writes `metrics.json` with the accuracy on the held-out split. `--device` picks where it trains (default: cuda when
+available, else cpu); the model is saved from the CPU.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ except ImportError:
 
 from hf_vqvae.data import DataArguments, ImageTransform, batches_for_rank, load_image_splits
 from hf_vqvae.data.loading import DEFAULT_DATASET
+from hf_vqvae.devices import add_device_argument, resolve_device
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -49,6 +51,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max_eval_samples", type=int, default=None, help="evaluate on at most this many images")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output_dir", required=True)
+    add_device_argument(parser)
     args = parser.parse_args(argv)
     for name in ("image_size", "max_train_steps", "batch_size"):
         if getattr(args, name) < 1:
@@ -87,8 +90,12 @@ def image_processor(image_size: int, num_channels: int) -> ViTImageProcessor:
 
 
 def _batches(split, splits, args, transform, shuffle: bool, epoch: int = 0):
-    return batches_for_rank(split, splits.image_column, transform, batch_size=args.batch_size, seed=args.seed,
-                            epoch=epoch, shuffle=shuffle, drop_last=shuffle, columns=(args.label_column,))  # fmt: skip
+    """Batches of `pixel_values` and labels, on the model's device."""
+    device = resolve_device(args.device)
+    batches = batches_for_rank(split, splits.image_column, transform, batch_size=args.batch_size, seed=args.seed,
+                               epoch=epoch, shuffle=shuffle, drop_last=shuffle, columns=(args.label_column,))  # fmt: skip
+    for batch in batches:
+        yield {key: value.to(device) if isinstance(value, torch.Tensor) else value for key, value in batch.items()}
 
 
 def fit(model, splits, args, transform) -> None:
@@ -134,11 +141,11 @@ def main(args: argparse.Namespace) -> dict:
     splits = load_image_splits(data, seed=args.seed)
     names = label_names(splits.train, args.label_column, splits.source)
     transform = ImageTransform(args.image_size, args.num_channels, (-1.0, 1.0))
-    model = build_classifier(args.num_channels, names, tuple(args.hidden_sizes))
+    model = build_classifier(args.num_channels, names, tuple(args.hidden_sizes)).to(resolve_device(args.device))
     fit(model, splits, args, transform)
     test_accuracy, num_images = accuracy(model, splits, args, transform)
     output = Path(args.output_dir)
-    model.save_pretrained(output)
+    model.cpu().save_pretrained(output)
     image_processor(args.image_size, args.num_channels).save_pretrained(output)
     metrics = {"test_accuracy": test_accuracy, "eval_images": num_images, "train_steps": args.max_train_steps,
                "dataset": splits.source, "num_labels": len(names)}  # fmt: skip

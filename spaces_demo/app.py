@@ -7,7 +7,7 @@
 On the Hub this folder runs as a Space: there (SPACE_ID is set) the models listed in this folder's README.md
 header are used, in order: the model, the pipeline, the classifier. The environment variables HF_VQVAE_MODEL,
 HF_VQVAE_PIPELINE and HF_VQVAE_CLASSIFIER (or the command-line options) override them. Nothing needs the network
-when the models are local folders.
+when the models are local folders. The models run on `--device` (default: cuda when available, else cpu).
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 import hf_vqvae  # noqa: F401  (registers the Auto classes)
 from hf_vqvae import VQImageProcessor, VQVAE2Pipeline
+from hf_vqvae.devices import add_device_argument, resolve_device
 from hf_vqvae.image_processing import resize_and_center_crop, to_model_mode
 from hf_vqvae.pipelines import ClassifierJudge, rejection_sample
 from hf_vqvae.registry import family_for
@@ -145,7 +146,8 @@ class Demo:
         num_images = int(num_images)
         if not 1 <= num_images <= MAX_SAMPLES:
             raise DemoError(f"choose between 1 and {MAX_SAMPLES} images")
-        generator = torch.Generator().manual_seed(int(seed))
+        sampler = self.model if self.is_vae or self.pipeline is None else self.pipeline
+        generator = _generator(seed, sampler.device)
         if self.is_vae:
             images = self.model.sample(num_images, generator=generator)
             return [upscale(image) for image in self.processor.postprocess(images)], "samples from N(0, I) decoded"
@@ -193,7 +195,7 @@ class Demo:
         if labels is None:
             raise DemoError("rejection sampling needs a class-conditional prior")
         candidates = num_images * REJECTION_CANDIDATES
-        result = rejection_sample(self.pipeline, self.judge, class_label=labels[0], num_samples=candidates,
+        result = rejection_sample(self.pipeline, self._judge_on_cpu_images, class_label=labels[0], num_samples=candidates,
                                   keep_fraction=1 / REJECTION_CANDIDATES, batch_size=1, generator=generator,
                                   progress=lambda batches: progress.tqdm(batches, desc="sampling candidates"),
                                   **sampling)  # fmt: skip
@@ -203,6 +205,10 @@ class Demo:
             f"kept the {len(images)} most confident of {candidates} samples of class {self.class_name(labels[0])} "
             f"(acceptance rate {result['acceptance_rate']:.2f}); p(class {labels[0]}) of the kept: "
             f"{kept.min():.2f}..{kept.max():.2f}")
+
+    def _judge_on_cpu_images(self, images: torch.Tensor) -> torch.Tensor:
+        # The judge normalises with CPU tensors and then moves the images to its model's device.
+        return self.judge(images.cpu())
 
     @torch.no_grad()
     def interpolate(self, value_a, value_b, steps=7):
@@ -244,7 +250,7 @@ class Demo:
         if not mask.any():
             raise DemoError("paint over the region to resample with the brush first")
         labels = self._labels(class_label, 1)
-        generator = torch.Generator().manual_seed(int(seed))
+        generator = _generator(seed, self.pipeline.device)
         before = self.pipeline.reconstruct(pixels).images[0]
         after = self.pipeline.inpaint(pixels, mask[None], class_labels=labels, temperature=float(temperature),
                                       generator=generator).images[0]  # fmt: skip
@@ -254,6 +260,11 @@ class Demo:
 
 
 # -------------------------------------------------------------------------------------------------- helpers
+def _generator(seed, device: torch.device) -> torch.Generator:
+    """A seeded generator on `device`, where the models draw their samples."""
+    return torch.Generator(device=device).manual_seed(int(seed))
+
+
 def to_pil(value) -> Image.Image:
     """An ImageEditor value (dict), a PIL image, an array or a file path -> a PIL image (any mode), size-checked."""
     if isinstance(value, dict):
@@ -347,9 +358,12 @@ def upscale(image: Image.Image) -> Image.Image:
 
 
 # -------------------------------------------------------------------------------------------------- loading
-def load_demo(model_id: str | None, pipeline_id: str | None = None, classifier_id: str | None = None) -> Demo:
-    """Load the model (default: the pipeline's VQ-VAE, else what `make train` writes), the pipeline and the judge."""
-    pipeline = VQVAE2Pipeline.from_pretrained(pipeline_id) if pipeline_id else None
+def load_demo(model_id: str | None, pipeline_id: str | None = None, classifier_id: str | None = None,
+              device: str | torch.device | None = None) -> Demo:  # fmt: skip
+    """Load the model (default: the pipeline's VQ-VAE, else what `make train` writes), the pipeline and the judge, on
+    `device` (default: cuda when available, else cpu; an unavailable one is a ValueError that names those there)."""
+    device = resolve_device(device)
+    pipeline = VQVAE2Pipeline.from_pretrained(pipeline_id).to(device) if pipeline_id else None
     if model_id is None and pipeline is not None:
         model, model_id = pipeline.vqvae, pipeline_id
     else:
@@ -357,8 +371,10 @@ def load_demo(model_id: str | None, pipeline_id: str | None = None, classifier_i
         if model_id == DEFAULT_MODEL and not Path(model_id).exists():
             raise SystemExit(f"{model_id} does not exist: train one with `make train` (it writes {DEFAULT_MODEL}), "
                              "or pass --model with a saved model folder or Hub id")  # fmt: skip
-        model = AutoModel.from_pretrained(model_id)
+        model = AutoModel.from_pretrained(model_id).to(device)
     judge = ClassifierJudge.from_pretrained(classifier_id) if classifier_id else None
+    if judge is not None:
+        judge.model.to(device)
     return Demo(model=model.eval(), processor=_processor(model_id, model.config), pipeline=pipeline, judge=judge,
                 model_id=model_id)  # fmt: skip
 
@@ -587,6 +603,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="an image classifier for rejection sampling")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=7860)
+    add_device_argument(parser)
     return parser.parse_args(argv)
 
 
@@ -609,7 +626,7 @@ def return_freed_memory_to_the_system(threshold: int = 1 << 20) -> bool:
 def main(argv=None) -> None:
     args = parse_args(argv)
     return_freed_memory_to_the_system()
-    demo = load_demo(args.model, args.pipeline, args.classifier)
+    demo = load_demo(args.model, args.pipeline, args.classifier, device=args.device)
     build_app(demo).launch(server_name=args.host, server_port=args.port)
 
 
