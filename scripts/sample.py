@@ -99,9 +99,7 @@ def main(args: argparse.Namespace) -> Path:
 def _rejection_sample(pipe: VQVAE2Pipeline, args: argparse.Namespace, sampling: dict, device: torch.device) -> list:
     judge = ClassifierJudge.from_pretrained(args.classifier)
     judge.model.to(device)
-    # The judge normalises with CPU tensors and then moves the images to its model's device: hand it CPU images.
-    classifier = lambda images: judge(images.cpu())  # noqa: E731
-    result = rejection_sample(pipe, classifier, class_label=judge.label_id(args.class_labels[0]), num_samples=args.num_images,
+    result = rejection_sample(pipe, judge, class_label=judge.label_id(args.class_labels[0]), num_samples=args.num_images,
                               threshold=args.threshold, keep_fraction=args.keep_fraction, **sampling)  # fmt: skip
     print(f"rejection sampling: kept {int(result['kept'].sum())} of {args.num_images} "
           f"(acceptance rate {result['acceptance_rate']:.3f})")  # fmt: skip

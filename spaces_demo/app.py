@@ -195,7 +195,7 @@ class Demo:
         if labels is None:
             raise DemoError("rejection sampling needs a class-conditional prior")
         candidates = num_images * REJECTION_CANDIDATES
-        result = rejection_sample(self.pipeline, self._judge_on_cpu_images, class_label=labels[0], num_samples=candidates,
+        result = rejection_sample(self.pipeline, self.judge, class_label=labels[0], num_samples=candidates,
                                   keep_fraction=1 / REJECTION_CANDIDATES, batch_size=1, generator=generator,
                                   progress=lambda batches: progress.tqdm(batches, desc="sampling candidates"),
                                   **sampling)  # fmt: skip
@@ -205,10 +205,6 @@ class Demo:
             f"kept the {len(images)} most confident of {candidates} samples of class {self.class_name(labels[0])} "
             f"(acceptance rate {result['acceptance_rate']:.2f}); p(class {labels[0]}) of the kept: "
             f"{kept.min():.2f}..{kept.max():.2f}")
-
-    def _judge_on_cpu_images(self, images: torch.Tensor) -> torch.Tensor:
-        # The judge normalises with CPU tensors and then moves the images to its model's device.
-        return self.judge(images.cpu())
 
     @torch.no_grad()
     def interpolate(self, value_a, value_b, steps=7):

@@ -85,8 +85,8 @@ class ClassifierJudge:
             images = F.interpolate(images, size=self._target_size(images.shape[-2:]), mode="bilinear",
                                    align_corners=False, antialias=True)  # fmt: skip
         if self.image_mean is not None:
-            mean = torch.tensor(self.image_mean, dtype=images.dtype).view(1, -1, 1, 1)
-            std = torch.tensor(self.image_std, dtype=images.dtype).view(1, -1, 1, 1)
+            mean = torch.tensor(self.image_mean, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
+            std = torch.tensor(self.image_std, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
             images = (images - mean) / std
         return images
 
