@@ -35,6 +35,7 @@ import torch
 from hf_vqvae import PixelCNNPriorModel, VAEModel, VQVAEModel
 from hf_vqvae.data import DataArguments, ImageTransform, batches_for_rank, load_image_splits
 from hf_vqvae.evaluation import evaluate_vae, evaluate_vq, to_jsonable
+from hf_vqvae.registry import family_for  # noqa: E402
 from hf_vqvae.pipelines import ClassifierJudge
 from hf_vqvae.training import ModelArguments, TrainArguments, train
 
@@ -89,7 +90,7 @@ _OVERRIDES = {"mnist": {"kmeans_init": True, "dead_code_threshold": None, "beta"
 
 
 def _test_batches(splits, model, batch_size: int, limit: int | None = None):
-    value_range = (0.0, 1.0) if model.config.model_type == "vae" else (-1.0, 1.0)
+    value_range = family_for(model).value_range
     transform = ImageTransform(model.config.image_size, model.config.num_channels, value_range)
     batches = batches_for_rank(splits.eval, splits.image_column, transform, batch_size=batch_size, seed=0, epoch=0,
                                shuffle=False, drop_last=False)  # fmt: skip
