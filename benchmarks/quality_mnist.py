@@ -35,8 +35,8 @@ import torch
 from hf_vqvae import PixelCNNPriorModel, VAEModel, VQVAEModel
 from hf_vqvae.data import DataArguments, ImageTransform, batches_for_rank, load_image_splits
 from hf_vqvae.evaluation import evaluate_vae, evaluate_vq, to_jsonable
-from hf_vqvae.registry import family_for  # noqa: E402
 from hf_vqvae.pipelines import ClassifierJudge
+from hf_vqvae.registry import family_for
 from hf_vqvae.training import ModelArguments, TrainArguments, train
 
 ROOT = Path(__file__).resolve().parents[1]
