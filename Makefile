@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # On the project's machines a CPU wheel of torch 2.13.0 lies on disk and `pip install torch==2.13.0`
 # takes it; elsewhere override, e.g. `make test TORCH_SPEC=torch` (or an index URL of your choice).
 TORCH_SPEC ?= torch==2.13.0
-PYTEST_ARGS ?= -n 2
+PYTEST_ARGS ?= -n 2 --dist loadgroup  # tests marked xdist_group (the demo's) share one worker
 
 # The main job: offline (scikit-learn's bundled 8x8 digits), a small VQ-VAE, a few minutes on a 2-core CPU.
 TRAIN_ARGS ?= --model vqvae --preset mnist --max_train_steps 1000 --kmeans_init true --dead_code_threshold 50 \
