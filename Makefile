@@ -30,7 +30,8 @@ train: install
 	$(LAUNCH) scripts/train.py $(TRAIN_ARGS)
 
 test: install
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(PYTEST_ARGS) -m "not browser"
+	$(BIN)/python -m pytest -m browser tests/test_demo.py
 
 bench: install
 	$(BIN)/python benchmarks/quantizer.py
