@@ -127,8 +127,8 @@ def cifar10_pipeline(args) -> VQVAE2Pipeline:
 @torch.no_grad()
 def timed_pipeline(pipe: VQVAE2Pipeline, batch_size: int, use_cache: bool) -> tuple[float, torch.Tensor]:
     """Seconds for the whole ancestral sampler (top codes, bottom codes, decoder) on one batch, and the images."""
-    labels = torch.arange(batch_size) % max(pipe.prior_level_0.config.num_classes, 1)
-    labels = labels if pipe.prior_level_0.config.num_classes else None
+    num_classes = pipe.prior_level_0.config.num_classes
+    labels = torch.arange(batch_size) % num_classes if num_classes else None
     shapes = pipe.vqvae.config.latent_shapes()
     start = time.perf_counter()
     codes = pipe.sample_codes(batch_size, shapes, labels, generator=torch.Generator().manual_seed(0), use_cache=use_cache)
