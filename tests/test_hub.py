@@ -104,15 +104,19 @@ def test_dry_run_of_a_pipeline_has_the_index_and_component_folders(runs, tmp_pat
     root, _ = runs
     result = push_to_hub.main(push_to_hub.parse_args([str(root / "pipeline"), "--repo_id", "org/tiny-pipeline",
                                                       "--dry_run", "--staging_dir", str(tmp_path / "repo")]))  # fmt: skip
-    # Component folders hold what VQVAE2Pipeline.save_pretrained wrote: weights, config and model code; the root the
-    # pipeline's code.
-    expected = {"model_index.json", "README.md", "vqvae2_pipeline.py", "codes_source.py"}
+    # Component folders hold what VQVAE2Pipeline.save_pretrained wrote: weights, config and model code (also joined
+    # into the one module diffusers downloads from a Hub repo); the root the pipeline's code.
+    expected = {"model_index.json", "README.md", "vqvae2_pipeline.py", "codes_source.py", "standalone_code.py"}
+    expected |= {"vqvae/modeling_vqvae_standalone.py", "prior_level_0/modeling_pixelcnn_prior_standalone.py"}
     expected |= {f"vqvae/{name}" for name in MODEL_FILES if name.endswith((".py", ".json", ".safetensors"))}
     expected |= {f"prior_level_0/{name}" for name in PRIOR_FILES if name.endswith((".py", ".safetensors"))}
     expected -= {"vqvae/metrics.json", "vqvae/preprocessor_config.json", "vqvae/image_processing.py"}
     expected |= {"prior_level_0/config.json"}
     assert {file.path for file in result["files"]} == expected
     assert result["validation"]["kind"] == "pipeline" and result["validation"]["output_shape"] == [1, 8, 8, 1]
+    card = ModelCard.load(tmp_path / "repo" / "README.md")  # diffusers loads it, with the repo's own code
+    assert card.data.library_name == "diffusers" and "custom_code" in card.data.tags
+    assert 'DiffusionPipeline.from_pretrained("org/tiny-pipeline", trust_remote_code=True)' in card.text
 
 
 def test_upload_creates_the_repo_and_uploads_the_validated_folder(runs, tmp_path, monkeypatch):

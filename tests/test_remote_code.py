@@ -26,6 +26,7 @@ from hf_vqvae.hub import assemble_repo_folder, remote_code_files
 SEED, LABELS = 0, [1, 7]
 VQ_CODE = {"configuration_vqvae.py", "modeling_vqvae.py", "blocks.py", "quantizer.py"}
 PRIOR_CODE = {"configuration_pixelcnn_prior.py", "modeling_pixelcnn_prior.py", "layers.py", "sampling.py"}
+PIPELINE_CODE = {"vqvae2_pipeline.py", "codes_source.py", "standalone_code.py"}
 
 BLOCK_PACKAGE = """
 sys.modules["hf_vqvae"] = None  # make the package unimportable in this process
@@ -139,17 +140,20 @@ def _package_outputs(root) -> dict[str, np.ndarray]:
 def test_a_saved_pipeline_carries_its_code_in_diffusers_layout(saved):
     pipeline = saved / "pipeline"
     root_files = {path.name for path in pipeline.iterdir() if path.is_file()}
-    assert root_files == {"model_index.json", "vqvae2_pipeline.py", "codes_source.py"}
+    assert root_files == {"model_index.json", *PIPELINE_CODE}
     index = json.loads((pipeline / "model_index.json").read_text())
     assert index["_class_name"] == ["vqvae2_pipeline", "VQVAE2Pipeline"]
-    assert index["vqvae"] == ["modeling_vqvae", "VQVAE2Model"]
-    assert index["prior_level_0"] == index["prior_level_1"] == ["modeling_pixelcnn_prior", "PixelCNNPriorModel"]
+    # each component loads from its code in one file (what diffusers downloads of it from a Hub repo)
+    assert index["vqvae"] == ["modeling_vqvae_standalone", "VQVAE2Model"]
+    standalone = ["modeling_pixelcnn_prior_standalone", "PixelCNNPriorModel"]
+    assert index["prior_level_0"] == index["prior_level_1"] == standalone
     assert index["prior_level_2"] == [None, None]
-    assert VQ_CODE <= {path.name for path in (pipeline / "vqvae").iterdir()}
+    assert VQ_CODE | {"modeling_vqvae_standalone.py"} <= {path.name for path in (pipeline / "vqvae").iterdir()}
     for level in (0, 1):
-        assert PRIOR_CODE <= {path.name for path in (pipeline / f"prior_level_{level}").iterdir()}
+        files = {path.name for path in (pipeline / f"prior_level_{level}").iterdir()}
+        assert PRIOR_CODE | {"modeling_pixelcnn_prior_standalone.py"} <= files
     # hub.remote_code_files (what push_to_hub stages) finds the pipeline's code at the root
-    assert {path.name for path in remote_code_files(pipeline)} == {"vqvae2_pipeline.py", "codes_source.py"}
+    assert {path.name for path in remote_code_files(pipeline)} == PIPELINE_CODE
     # the processor is saved with its code and an auto_map
     processor_config = json.loads((saved / "vqvae2" / "preprocessor_config.json").read_text())
     assert processor_config["auto_map"] == {"AutoImageProcessor": "image_processing.VQImageProcessor"}
@@ -171,8 +175,8 @@ def test_everything_loads_with_remote_code_and_no_package_and_matches_the_packag
     for name, class_name in loaded_alone.items():
         assert classes[name].startswith("transformers_modules.") and classes[name].endswith(f".{class_name}")
     assert classes["pipeline"] == "diffusers_modules.local.vqvae2_pipeline.VQVAE2Pipeline"
-    assert classes["vqvae"] == "diffusers_modules.local.modeling_vqvae.VQVAE2Model"
-    assert classes["prior_level_0"] == "diffusers_modules.local.modeling_pixelcnn_prior.PixelCNNPriorModel"
+    assert classes["vqvae"] == "diffusers_modules.local.modeling_vqvae_standalone.VQVAE2Model"
+    assert classes["prior_level_0"] == "diffusers_modules.local.modeling_pixelcnn_prior_standalone.PixelCNNPriorModel"
 
     # 2. identical outputs: reconstruction, processor pixels, pipeline samples, prior logits (alone and in the pipeline)
     expected = _package_outputs(saved)
@@ -185,7 +189,7 @@ def test_everything_loads_with_remote_code_and_no_package_and_matches_the_packag
     assert np.array_equal(np.load(remote / "images_resaved.npy"), expected["images"])
     resaved = json.loads((remote / "resaved" / "model_index.json").read_text())
     assert resaved["_class_name"] == ["vqvae2_pipeline", "VQVAE2Pipeline"]
-    assert resaved["vqvae"] == ["modeling_vqvae", "VQVAE2Model"]
+    assert resaved["vqvae"] == ["modeling_vqvae_standalone", "VQVAE2Model"]  # one file already: kept as it is
 
 
 def test_a_pipeline_saved_without_its_code_still_loads_with_the_package_but_is_not_published(saved, tmp_path):
@@ -207,3 +211,81 @@ def test_a_pipeline_saved_without_its_code_still_loads_with_the_package_but_is_n
     assert json.loads((tmp_path / "resaved" / "model_index.json").read_text())["_class_name"][0] == "vqvae2_pipeline"
     with pytest.raises(ValueError, match="push_to_hub=True\\) is not supported"):
         pipe.save_pretrained(tmp_path / "pushed", push_to_hub=True)
+
+
+# Loads the published repos *by repo id* from a stand-in Hub (HF_ENDPOINT), without the package.
+FROM_HUB = """
+import json, sys
+{block}
+from pathlib import Path
+import numpy as np, torch
+from PIL import Image
+from diffusers import DiffusionPipeline
+from transformers import AutoImageProcessor, AutoModel
+
+torch.set_num_threads(1)
+root = Path(sys.argv[1])
+out = root / "from_hub"
+out.mkdir()
+pixels = torch.from_numpy(np.load(root / "inputs" / "pixels.npy"))
+with torch.no_grad():
+    model = AutoModel.from_pretrained("org/vqvae2", trust_remote_code=True).eval()
+    np.save(out / "reconstruction.npy", model(pixels).reconstruction.numpy())
+    processor = AutoImageProcessor.from_pretrained("org/vqvae2", trust_remote_code=True)
+    np.save(out / "pixel_values.npy", processor(Image.open(root / "inputs" / "image.png")).pixel_values.numpy())
+    pipe = DiffusionPipeline.from_pretrained("org/pipeline", trust_remote_code=True)
+    generator = torch.Generator().manual_seed({seed})
+    np.save(out / "images.npy", pipe(2, class_labels={labels}, generator=generator, output_type="np").images)
+loaded = sorted(name for name, module in sys.modules.items() if name.startswith("hf_vqvae") and module is not None)
+print(json.dumps({{"blocked": blocked, "hf_vqvae_modules": loaded, "vqvae": type(pipe.vqvae).__module__,
+                  "prior_level_1": type(pipe.prior_level_1).__module__}}))
+"""
+
+
+def test_published_repos_load_by_repo_id_from_the_hub_without_the_package(saved, tmp_path):
+    """As a Hub user loads them: the repos push_to_hub stages, served by a stand-in Hub, loaded by id in a fresh
+    process without hf_vqvae. From a repo id diffusers downloads only the module model_index.json names of each
+    component's code, so the pipeline's components load from their code in one file."""
+    from local_hub import LocalHub
+
+    for name in ("vqvae2", "pipeline"):
+        assemble_repo_folder(saved / name, tmp_path / "hub" / "org" / name, f"org/{name}")
+    script = FROM_HUB.format(block=BLOCK_PACKAGE, labels=LABELS, seed=SEED)
+    with LocalHub(tmp_path / "hub") as hub:
+        env = {**os.environ, "HF_HUB_OFFLINE": "0", "HF_ENDPOINT": hub.endpoint, "HF_HOME": str(tmp_path / "home"),
+               "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_DISABLE_TELEMETRY": "1", "OMP_NUM_THREADS": "1"}  # fmt: skip
+        result = subprocess.run([sys.executable, "-c", script, str(saved)], env=env, capture_output=True, text=True,
+                                cwd=tmp_path, timeout=600)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["blocked"] is True and report["hf_vqvae_modules"] == []
+    assert report["vqvae"].endswith(".modeling_vqvae_standalone")
+    assert report["prior_level_1"].endswith(".modeling_pixelcnn_prior_standalone")
+
+    # everything came from the stand-in Hub: the pipeline's code, and of each component its weights, config and
+    # standalone module, not the multi-file code beside it (which the model repo's AutoModel loading fetched)
+    pipeline_files = hub.downloaded("org/pipeline")
+    assert {"model_index.json", *PIPELINE_CODE} <= pipeline_files
+    for name, module in (("vqvae", "modeling_vqvae"), ("prior_level_0", "modeling_pixelcnn_prior")):
+        assert {f"{name}/model.safetensors", f"{name}/config.json", f"{name}/{module}_standalone.py"} <= pipeline_files
+        assert f"{name}/{module}.py" not in pipeline_files
+    assert VQ_CODE <= hub.downloaded("org/vqvae2")
+
+    expected = _package_outputs(saved)
+    for name in ("reconstruction", "pixel_values", "images"):
+        got = np.load(saved / "from_hub" / f"{name}.npy")
+        assert got.shape == expected[name].shape and np.array_equal(got, expected[name]), name
+
+
+def test_publishing_refuses_a_component_module_that_imports_others_with_a_dot(saved, tmp_path):
+    """A pipeline saved before components were joined into one module names the multi-file modeling module: from
+    a repo id diffusers would download it without its imports, so the folder is not published."""
+    old = tmp_path / "old"
+    shutil.copytree(saved / "pipeline", old)
+    index = json.loads((old / "model_index.json").read_text())
+    (old / "model_index.json").write_text(json.dumps({**index, "vqvae": ["modeling_vqvae", "VQVAE2Model"]}))
+    with pytest.raises(ValueError, match=r"loads the component 'vqvae' from modeling_vqvae.py, which imports .* with a dot"):
+        assemble_repo_folder(old, tmp_path / "staging", "org/old")
+    (old / "model_index.json").write_text(json.dumps({**index, "vqvae": ["modeling_gone", "VQVAE2Model"]}))
+    with pytest.raises(ValueError, match="loads the component 'vqvae' from modeling_gone.py, which is missing"):
+        assemble_repo_folder(old, tmp_path / "staging2", "org/old")

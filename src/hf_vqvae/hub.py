@@ -225,17 +225,29 @@ def _assemble_pipeline(source: Path, target: Path, repo_id: str, components: lis
         if not (source / name).is_dir():
             raise ValueError(f"model_index.json names the component {name!r} but {source / name} is missing")
         _assemble_model(source / name, target / name, f"{repo_id}/{name}", card=False)
-        module = index[name][0]
-        if not (target / name / f"{module}.py").is_file():
-            raise ValueError(f"model_index.json loads the component {name!r} from {module}.py, which is not among the "
-                             f"code of {source / name} (its config's auto_map); re-save the pipeline with "
-                             "save_pretrained")  # fmt: skip
+        _copy_component_module(source / name, target / name, name, index[name][0])
     _pipeline_card(source, components, repo_id).save(target / "README.md")
 
 
+def _copy_component_module(source: Path, target: Path, name: str, module: str) -> None:
+    """The module model_index.json loads the component from (its code in one file, beside the auto_map's modules):
+    from a Hub repo id diffusers downloads only that file of the folder's code, so it must import nothing with a dot."""
+    path = source / f"{module}.py"
+    if not path.is_file():
+        raise ValueError(f"model_index.json loads the component {name!r} from {module}.py, which is missing from "
+                         f"{source}; re-save the pipeline with save_pretrained")  # fmt: skip
+    dotted = _same_folder_imports(path)
+    if dotted:
+        raise ValueError(f"model_index.json loads the component {name!r} from {module}.py, which imports {dotted} "
+                         "with a dot: diffusers would not download those from the Hub; re-save the pipeline with "
+                         "save_pretrained, which writes the component's code in one file")  # fmt: skip
+    shutil.copy2(path, target / path.name)
+
+
 def _pipeline_card(source: Path, components: list[str], repo_id: str) -> ModelCard:
-    data = ModelCardData(library_name="hf_vqvae", license="apache-2.0", pipeline_tag="unconditional-image-generation",
-                         tags=["hf_vqvae", "vqvae2-pipeline"])  # fmt: skip
+    # diffusers loads the repo, with its own code (trust_remote_code=True); `custom_code` makes the Hub say so
+    data = ModelCardData(library_name="diffusers", license="apache-2.0", pipeline_tag="unconditional-image-generation",
+                         tags=["hf_vqvae", "custom_code", "vqvae2-pipeline"])  # fmt: skip
     rows, configs = [], {}
     for name in components:
         configs[name] = config = json.loads((source / name / "config.json").read_text())
@@ -247,14 +259,14 @@ def _pipeline_card(source: Path, components: list[str], repo_id: str) -> ModelCa
         "A `VQVAE2Pipeline`: one autoregressive prior per level of the codes, top level first, and the VQ-VAE "
         "decoder.", "", "| component | class | model_type |", "| --- | --- | --- |", *rows, "", "## Usage", "",
         "Without hf_vqvae (diffusers and transformers run the code in this repo):", "",
-        "```python", "from diffusers import DiffusionPipeline", "from huggingface_hub import snapshot_download", "",
-        "# the whole snapshot: diffusers' own download fetches only each component's first module file",
-        f'pipe = DiffusionPipeline.from_pretrained(snapshot_download("{repo_id}"), trust_remote_code=True)',
+        "```python", "from diffusers import DiffusionPipeline", "",
+        f'pipe = DiffusionPipeline.from_pretrained("{repo_id}", trust_remote_code=True)',
         f"images = pipe(batch_size=4{labels}).images", "```", "",
         "With hf_vqvae installed (its own code runs):", "",
         "```python", "from hf_vqvae import VQVAE2Pipeline", "",
         f'pipe = VQVAE2Pipeline.from_pretrained("{repo_id}")', f"images = pipe(batch_size=4{labels}).images", "```", "",
-        "Each component folder has its own weights, config and model code; the pipeline's code is at the root.", "",
+        "Each component folder has its own weights, config and model code (also joined into the one module "
+        "`model_index.json` names, which is what diffusers downloads of it); the pipeline's code is at the root.", "",
     ])  # fmt: skip
     return ModelCard(text)
 

@@ -5,11 +5,11 @@ conditioned on the level above, and the decoder maps all levels to pixels. A sin
 Also: completion / inpainting (keep the codes of a known region, resample the rest), reconstruction (encode ->
 decode, the papers' denoising use) and classifier-based rejection sampling (VQ-VAE-2 §3.3).
 
-This module travels with every saved pipeline (`save_pretrained` copies it and `codes_source.py`, the one module it
-imports with a dot, to the folder's root), so that `DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)`
-works where hf_vqvae is not installed: it imports only the standard library, torch, diffusers, transformers and
-huggingface_hub, and nothing relative but `codes_source` (diffusers copies a custom pipeline's direct relative imports
-only, not theirs).
+This module travels with every saved pipeline (`save_pretrained` copies it and the modules it imports with a dot,
+`codes_source.py` and `standalone_code.py`, to the folder's root), so that `DiffusionPipeline.from_pretrained(folder
+or repo id, trust_remote_code=True)` works where hf_vqvae is not installed: it imports only the standard library,
+torch, diffusers, transformers and huggingface_hub, and nothing relative but those two (diffusers copies a custom
+pipeline's direct relative imports only, not theirs).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 from transformers.models.auto.modeling_auto import MODEL_MAPPING
 
 from .codes_source import check_codes_source
+from .standalone_code import write_standalone_module
 
 # What `download` leaves out of a Hub repo: pickled weights and other frameworks' formats (published repos hold none).
 _NOT_DOWNLOADED = ["*.bin", "*.pt", "*.pth", "*.pkl", "*.ckpt", "*.msgpack", "*.onnx", "*.pb"]
@@ -183,9 +184,11 @@ class VQVAE2Pipeline(DiffusionPipeline):
         """`DiffusionPipeline.save_pretrained`, in diffusers' layout for code that ships with the folder, so that
         `DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)` loads it where hf_vqvae is not installed.
 
-        `model_index.json` names the pipeline `[module, class]` with that module (and `codes_source.py`) at the
-        folder's root, and each component `[module, class]` of the modeling file its own `save_pretrained` wrote
-        beside its weights (with the `auto_map` that `AutoModel.from_pretrained(..., trust_remote_code=True)` reads).
+        `model_index.json` names the pipeline `[module, class]` with that module (and the two it imports) at the
+        folder's root, and each component `[module, class]` with its code in one file beside its weights
+        (`<modeling module>_standalone.py`, see `standalone_code`): from a Hub repo id diffusers downloads only
+        that file of a component's code. The component's own `save_pretrained` also writes its modules with the
+        `auto_map` that `AutoModel.from_pretrained(..., trust_remote_code=True)` reads.
         """
         if push_to_hub:
             raise ValueError("VQVAE2Pipeline.save_pretrained(push_to_hub=True) is not supported: save to a folder, "
@@ -245,7 +248,8 @@ def pipeline_code_files(pipeline_class: type) -> list[Path]:
 
 
 def _write_code_layout(pipeline: VQVAE2Pipeline, folder: Path) -> None:
-    """Copy the pipeline's code to the folder's root and name it, and each component's code, in model_index.json."""
+    """Copy the pipeline's code to the folder's root and name it in model_index.json; join each component's code
+    into one module and name that."""
     files = pipeline_code_files(type(pipeline))
     for path in files:
         shutil.copyfile(path, folder / path.name)
@@ -255,7 +259,7 @@ def _write_code_layout(pipeline: VQVAE2Pipeline, folder: Path) -> None:
     for name, component in pipeline.components.items():
         module = type(component).__module__.rpartition(".")[2] if component is not None else None
         if module and (folder / name / f"{module}.py").is_file():
-            index[name] = [module, type(component).__name__]
+            index[name] = [write_standalone_module(folder / name, module), type(component).__name__]
     index_path.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
 
 
