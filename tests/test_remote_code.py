@@ -37,8 +37,8 @@ except ImportError:
     blocked = True
 """
 
-# Loads everything from the folders' own code and writes each output as .npy under <root>/remote.
-REMOTE = """
+# What both scripts below start with: the package blocked, the loaders imported, the folder of inputs.
+PREAMBLE = """
 import json, sys
 {block}
 from pathlib import Path
@@ -49,7 +49,10 @@ from transformers import AutoImageProcessor, AutoModel
 
 torch.set_num_threads(1)
 root = Path(sys.argv[1])
-out = root / "remote"
+"""
+
+# Loads everything from the folders' own code and writes each output as .npy under <root>/remote.
+REMOTE = PREAMBLE + """out = root / "remote"
 out.mkdir()
 inputs = {{path.stem: np.load(path) for path in (root / "inputs").glob("*.npy")}}
 labels = torch.tensor({labels})
@@ -214,18 +217,7 @@ def test_a_pipeline_saved_without_its_code_still_loads_with_the_package_but_is_n
 
 
 # Loads the published repos *by repo id* from a stand-in Hub (HF_ENDPOINT), without the package.
-FROM_HUB = """
-import json, sys
-{block}
-from pathlib import Path
-import numpy as np, torch
-from PIL import Image
-from diffusers import DiffusionPipeline
-from transformers import AutoImageProcessor, AutoModel
-
-torch.set_num_threads(1)
-root = Path(sys.argv[1])
-out = root / "from_hub"
+FROM_HUB = PREAMBLE + """out = root / "from_hub"
 out.mkdir()
 pixels = torch.from_numpy(np.load(root / "inputs" / "pixels.npy"))
 with torch.no_grad():
