@@ -18,8 +18,8 @@ model folder, a codes dataset, a features file):
 5. `samples`: class-conditional samples (the same number per class) of both models, and the metrics of
    `hf_vqvae.evaluation.sample_quality` in the judge's feature space (penultimate layer): Fréchet distance ("FD
    (CIFAR-10 ResNet features)", not Inception FID), KID, precision and recall (k = 3), each set against the 10,000
-   test images. Rows: training images (the floor), reconstructions of those by the VQ-VAE-2 (what its decoder
-   allows), VQ-VAE-2 samples, single-level VQ-VAE samples, and VQ-VAE-2 samples after classifier-based rejection
+   test images. Rows: training images (the floor), reconstructions of those by each VQ model (what its decoder
+   allows its samples at best), VQ-VAE-2 samples, single-level VQ-VAE samples, and VQ-VAE-2 samples after classifier-based rejection
    sampling (VQ-VAE-2 §3.3), keeping the top fraction by the judge's p(class) in each class (every row has the
    same number of images, so the rows compare). Then CAS (Classification Accuracy Score): a fresh classifier
    trained only on samples, tested on the real test set, beside the same classifier trained on as many real
@@ -307,6 +307,7 @@ def samples_part(args, paths: dict) -> dict:
     in_class_order = torch.tensor(class_labels(per_class))  # the samples' rows hold per_class of each class, in order
     rows = {"training images (floor)": (train_images, train_labels),
             "VQ-VAE-2 reconstructions of those": (reconstruct(vqvae2_pipe.vqvae, train_images), train_labels),
+            "VQ-VAE K=2048 reconstructions of those": (reconstruct(single_pipe.vqvae, train_images), train_labels),
             "VQ-VAE-2 samples (top + bottom prior)": (pool[plain], in_class_order),
             "VQ-VAE K=2048 samples (one prior)": (single, in_class_order)}  # fmt: skip
     for fraction in sorted(args.keep_fractions, reverse=True):
