@@ -29,13 +29,12 @@ def write_standalone_module(folder: str | Path, module: str) -> str:
     """Write `folder/<module>_standalone.py` (see the module's docstring) and return its module name; `module`
     itself when it imports nothing with a dot (diffusers loads it as it is)."""
     folder = Path(folder)
-    order = dependency_order(folder, module)
-    if len(order) == 1:
+    parts = _parts_in_order(folder, module)
+    if len(parts) == 1:
         return module
-    parts = [_Part(folder / f"{name}.py") for name in order]
     _check_unique_names(parts, entry=module)
     future = sorted(set().union(*(part.future for part in parts)))
-    lines = [HEADER.format(sources=", ".join(f"{name}.py" for name in order))]
+    lines = [HEADER.format(sources=", ".join(part.path.name for part in parts))]
     lines += [f"from __future__ import {', '.join(future)}\n"] if future else []
     for part in parts:
         lines += [f"\n\n# ---- {part.path.name} ----\n", part.body(keep_all=part.path.stem == module)]
@@ -46,11 +45,17 @@ def write_standalone_module(folder: str | Path, module: str) -> str:
 
 def dependency_order(folder: Path, module: str) -> list[str]:
     """`module` and the same-folder modules it imports with a dot, transitively: each after everything it imports."""
-    order: list[str] = []
+    return [part.path.stem for part in _parts_in_order(Path(folder), module)]
+
+
+def _parts_in_order(folder: Path, module: str) -> list[_Part]:
+    """The parsed files of `dependency_order`, each read and parsed once."""
+    order: list[_Part] = []
+    done: set[str] = set()
     visiting: list[str] = []
 
     def visit(name: str) -> None:
-        if name in order:
+        if name in done:
             return
         if name in visiting:
             raise ValueError(f"{' -> '.join([*visiting, name])}: the modules of {folder} import each other in a "
@@ -60,10 +65,12 @@ def dependency_order(folder: Path, module: str) -> list[str]:
             raise ValueError(f"{visiting[-1] if visiting else module}.py imports .{name}, which is missing from "
                              f"{folder}: save the component with save_pretrained first")  # fmt: skip
         visiting.append(name)
-        for imported in _Part(path).imports:
+        part = _Part(path)
+        for imported in part.imports:
             visit(imported)
         visiting.pop()
-        order.append(name)
+        done.add(name)
+        order.append(part)
 
     visit(module)
     return order
