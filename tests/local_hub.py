@@ -39,8 +39,17 @@ class LocalHub:
 
     def downloaded(self, repo_id: str) -> set[str]:
         """The files of `repo_id` that were fetched in full (GET, not HEAD), at any revision."""
-        prefix = f"GET /{repo_id}/resolve/"
-        return {line[len(prefix) :].split("/", 1)[1] for line in self.requests if line.startswith(prefix)}
+        return self.requested(repo_id, methods=("GET",))
+
+    def requested(self, repo_id: str, methods: tuple[str, ...] = ("GET", "HEAD")) -> set[str]:
+        """The files of `repo_id` asked for with any of `methods`, at any revision. `huggingface_hub` asks for each
+        file's metadata (HEAD) and skips the GET when its cache already holds a blob with the same content, so a file
+        identical to one fetched before is requested but never downloaded."""
+        found = set()
+        for method in methods:
+            prefix = f"{method} /{repo_id}/resolve/"
+            found |= {line[len(prefix) :].split("/", 1)[1] for line in self.requests if line.startswith(prefix)}
+        return found
 
     def repo_folder(self, repo_id: str) -> Path | None:
         parts = repo_id.split("/")
