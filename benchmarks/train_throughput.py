@@ -47,6 +47,17 @@ and ``vqvae2_step_<option>_over_eager``, details under ``step_options``):
 * ``compiled_channels_last_fused_adamw``: all three (`scripts/train.py --torch_compile --channels_last`, plus the
   fused optimizer).
 
+Convolution ceiling (`--convolution_ceiling`, JSON ``convolution_ceiling``): why the options cannot do more. The
+eager baseline step is run `--repeats` times under `torch.profiler`; the time of its convolutions (the ops
+``aten::convolution`` forward and ``aten::convolution_backward``, with everything they call, on the thread that calls
+them) is set against the steps' wall time (both means over the same profiled steps), and their floating-point work
+is counted once with `torch.utils.flop_counter.FlopCounterMode`. Two bounds follow:
+``ceiling_if_only_convolutions`` = step / convolution time (every other op free: what layout, compilation and a
+fused optimizer could at most win while the convolutions run as they do) and
+``ceiling_if_convolutions_at_matmul_speed`` = step / (convolution FLOPs / ``matmul_gflop_s``), where
+``matmul_gflop_s`` is a float32 2048x2048 matmul on the same threads (median of 10): the bound if, in addition, every
+convolution ran as fast as a large matrix product.
+
 The compiled rows need a C++ compiler and take minutes to compile; `--skip_compile` (implied by `--quick`) leaves
 them null. `--keep_freed_memory` makes glibc keep freed heap memory for the whole run (`mallopt`: no trimming, no
 mmap below 32 MB): by default a step page-faults its activations back in (about 8,000 minor faults per VQ-VAE-2
@@ -64,6 +75,7 @@ Usage::
     .venv/bin/python benchmarks/train_throughput.py [--threads 2] [--batch_size 32] [--repeats 10] [--json out.json]
     .venv/bin/python benchmarks/train_throughput.py --quick   # smoke run: batch 4, 2 repeats, 64 data images
     .venv/bin/python benchmarks/train_throughput.py --only_step_options   # just the VQ-VAE-2 option rows
+    .venv/bin/python benchmarks/train_throughput.py --only_step_options --skip_compile --convolution_ceiling
 """
 
 from __future__ import annotations
@@ -185,6 +197,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--only_step_options", action="store_true", help="time only the VQ-VAE-2 step options (no preset rows, no data)"
+    )
+    parser.add_argument(
+        "--convolution_ceiling",
+        action="store_true",
+        help="also profile the eager VQ-VAE-2 step: its time and FLOPs in convolutions, and the speed-ups they bound",
     )
     parser.add_argument("--data_dir", default=str(DEFAULT_DATA_DIR), help="the MNIST folder (parquet, Hub layout)")
     parser.add_argument("--data_images", type=int, default=4096, help="images timed through the data pipeline")
@@ -342,8 +359,7 @@ def keep_freed_memory() -> bool:
 def time_step_options(config: dict) -> dict[str, dict | None]:
     """Median seconds per step of every option, timed side by side (one step of each in turn per round)."""
     resolution, batch = config["vqvae2_resolution"], config["options_batch_size"]
-    generator = torch.Generator().manual_seed(config["seed"])
-    pixels = torch.rand((batch, 3, resolution, resolution), generator=generator) * 2 - 1
+    pixels = step_pixels(config)
     options = [o for o in STEP_OPTIONS if config["compile"] or not o.compiled]
     steps, details = {}, {}
     for option in options:
@@ -385,6 +401,63 @@ def time_step_options(config: dict) -> dict[str, dict | None]:
         if result is not None:
             result["over_eager"] = result["img_s"] / baseline
     return results
+
+
+CONVOLUTION_OPS = ("aten::convolution", "aten::convolution_backward")  # forward (any kind) and backward, not nested
+MATMUL_SIZE = 2048
+
+
+def step_pixels(config: dict) -> torch.Tensor:
+    """The fixed batch every VQ-VAE-2 step option trains on."""
+    resolution, batch = config["vqvae2_resolution"], config["options_batch_size"]
+    generator = torch.Generator().manual_seed(config["seed"])
+    return torch.rand((batch, 3, resolution, resolution), generator=generator) * 2 - 1
+
+
+def convolution_ceiling(config: dict) -> dict:
+    """The eager baseline step's time and FLOPs in convolutions, and the speed-ups they bound (module docstring)."""
+    from torch.profiler import ProfilerActivity, profile
+    from torch.utils.flop_counter import FlopCounterMode
+
+    step, _ = make_option_step(STEP_OPTIONS[0], config, step_pixels(config))
+    for _ in range(max(config["warmup"], 1)):
+        step()
+    with FlopCounterMode(display=False) as counter:
+        step()
+    flops = counter.get_flop_counts()["Global"]
+    convolution_flops = sum(count for op, count in flops.items() if "convolution" in str(op))
+    with profile(activities=[ProfilerActivity.CPU]) as profiler:
+        wall = [step()[0] for _ in range(config["repeats"])]
+    events = profiler.key_averages()
+    convolution_s = sum(event.cpu_time_total for event in events if event.key in CONVOLUTION_OPS) / 1e6
+    convolution_s /= config["repeats"]  # per step, as step_s: both the mean over the same profiled steps
+    step_s = statistics.fmean(wall)
+    matmul = matmul_gflop_s()
+    return {
+        "step_ms": step_s * 1e3,
+        "convolution_ms": convolution_s * 1e3,
+        "convolution_share": convolution_s / step_s,
+        "step_gflop": sum(flops.values()) / 1e9,
+        "convolution_gflop": convolution_flops / 1e9,
+        "convolution_gflop_s": convolution_flops / 1e9 / convolution_s,
+        "matmul_gflop_s": matmul,
+        "ceiling_if_only_convolutions": step_s / convolution_s,
+        "ceiling_if_convolutions_at_matmul_speed": step_s / (convolution_flops / 1e9 / matmul),
+        "note": "eager float32 NCHW step under torch.profiler (mean wall time of the profiled steps); "
+        "convolution time = CPU time of aten::convolution and aten::convolution_backward per step",
+    }
+
+
+def matmul_gflop_s(size: int = MATMUL_SIZE, repeats: int = 10) -> float:
+    """GFLOP/s of a float32 size x size matmul on this process's threads (median of `repeats`)."""
+    left, right = torch.randn(size, size), torch.randn(size, size)
+    left @ right
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        left @ right
+        seconds.append(time.perf_counter() - start)
+    return 2 * size**3 / statistics.median(seconds) / 1e9
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -564,6 +637,7 @@ def print_report(results: dict) -> None:
             f"after {config['data_warmup_batches']} warm-up batches"
         )
     print_step_options(results["step_options"], config)
+    print_convolution_ceiling(results.get("convolution_ceiling"))
     others = machine["other_processes_cores"]
     if others is not None and others > BUSY_CORES:
         print(
@@ -601,6 +675,21 @@ def print_step_options(options: dict, config: dict) -> None:
         )
 
 
+def print_convolution_ceiling(ceiling: dict | None) -> None:
+    if ceiling is None:
+        return
+    print()
+    print("Convolution ceiling of the eager float32 NCHW step (--convolution_ceiling; under torch.profiler):")
+    print(f"  step {ceiling['step_ms']:.1f} ms, of which convolutions (forward + backward) "
+          f"{ceiling['convolution_ms']:.1f} ms ({ceiling['convolution_share']:.0%})")  # fmt: skip
+    print(f"  convolutions: {ceiling['convolution_gflop']:.1f} of the step's {ceiling['step_gflop']:.1f} GFLOP, at "
+          f"{ceiling['convolution_gflop_s']:.0f} GFLOP/s; a {MATMUL_SIZE}^3 float32 matmul: "
+          f"{ceiling['matmul_gflop_s']:.0f} GFLOP/s")  # fmt: skip
+    print(f"  best speed-up with the convolutions as they run (everything else free): "
+          f"{ceiling['ceiling_if_only_convolutions']:.2f}x; with them at matmul speed too: "
+          f"{ceiling['ceiling_if_convolutions_at_matmul_speed']:.2f}x")  # fmt: skip
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Entry point
 # ----------------------------------------------------------------------------------------------------------------
@@ -618,6 +707,8 @@ def main(args: argparse.Namespace) -> dict:
     step_options = time_step_options(config)
     data = None if args.only_step_options else time_data(config, profile=False)
     results = summarize(training, data, config, watch, step_options)
+    if args.convolution_ceiling:
+        results["convolution_ceiling"] = convolution_ceiling(config)
     print_report(results)
     if args.profile_data:
         profiled = time_data(config, profile=True)

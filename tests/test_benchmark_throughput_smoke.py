@@ -1,11 +1,15 @@
 """The training-throughput benchmark runs and writes the documented JSON keys (the >= 3x target itself lives in
 the benchmark's printed table, not in a timed test)."""
 
+import importlib.util
 import json
 import math
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 MNIST = ROOT.parent / "shared" / "datasets" / "mnist"  # the benchmark's default --data_dir
@@ -57,3 +61,55 @@ def test_train_throughput_benchmark_quick_run_writes_the_json_keys(tmp_path):
         assert figures["targets"][target] is None
         assert "absent" in result.stdout
     assert "vqvae_mnist" in result.stdout and "data_mnist" in result.stdout
+
+
+def _benchmark_module():
+    spec = importlib.util.spec_from_file_location("train_throughput", ROOT / "benchmarks" / "train_throughput.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def _convolution_flops(model: torch.nn.Module, pixels: torch.Tensor) -> int:
+    """Forward and backward FLOPs of every Conv2d / ConvTranspose2d of one training forward + backward, counted from
+    the shapes the layers see: forward 2 * batch * positions * weight elements (positions: output's for a conv, the
+    input's for a transposed conv); backward as much for the weight's gradient, and again for the input's when the
+    input needs one (not for the pixels)."""
+    total, handles = [0], []
+
+    def count(layer, inputs, output):
+        transposed = isinstance(layer, torch.nn.ConvTranspose2d)
+        positions = (inputs[0] if transposed else output).shape[2:].numel()
+        forward = 2 * inputs[0].shape[0] * positions * layer.weight.numel()
+        total[0] += forward * (2 + inputs[0].requires_grad)
+
+    for layer in model.modules():
+        if isinstance(layer, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+            handles.append(layer.register_forward_hook(count))
+    model(pixels).loss.backward()
+    for handle in handles:
+        handle.remove()
+    return total[0]
+
+
+def test_convolution_ceiling_counts_the_convolutions_flops_and_bounds_the_speed_up():
+    bench = _benchmark_module()
+    threads = torch.get_num_threads()
+    try:
+        config = bench.make_config(bench.parse_args(["--quick", "--threads", "1"]))
+        ceiling = bench.convolution_ceiling(config)
+        _, model = bench.make_option_step(bench.STEP_OPTIONS[0], config, bench.step_pixels(config))
+        expected = _convolution_flops(model, bench.step_pixels(config))
+    finally:
+        torch.set_num_threads(threads)
+    assert ceiling["convolution_gflop"] == pytest.approx(expected / 1e9, rel=1e-12)
+    assert ceiling["convolution_gflop"] < ceiling["step_gflop"] < 1.05 * ceiling["convolution_gflop"]  # all but a few
+    # the convolutions run inside the step: their time is a part of it, and the bounds follow from the parts
+    assert 0 < ceiling["convolution_ms"] < ceiling["step_ms"]
+    assert ceiling["convolution_share"] == pytest.approx(ceiling["convolution_ms"] / ceiling["step_ms"])
+    assert ceiling["ceiling_if_only_convolutions"] == pytest.approx(1 / ceiling["convolution_share"])
+    at_matmul_speed_ms = ceiling["convolution_gflop"] / ceiling["matmul_gflop_s"] * 1e3
+    assert ceiling["ceiling_if_convolutions_at_matmul_speed"] == pytest.approx(ceiling["step_ms"] / at_matmul_speed_ms)
+    gflop_s = ceiling["convolution_gflop"] / ceiling["convolution_ms"] * 1e3
+    assert ceiling["convolution_gflop_s"] == pytest.approx(gflop_s)
