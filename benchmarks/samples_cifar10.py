@@ -81,7 +81,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--prior_learning_rate", type=float, default=1e-3)
     parser.add_argument("--judge_steps", type=int, default=2000, help="training steps of the judge classifier")
     parser.add_argument("--samples_per_class", type=int, default=150, help="images per class in every metrics row")
-    parser.add_argument("--keep_fractions", type=float, nargs="+", default=[0.5, 0.25],
+    parser.add_argument("--keep_fractions", type=float, nargs="+", default=[0.5, 0.25, 0.1],
                         help="rejection sampling: the top fractions kept by the judge's p(class)")  # fmt: skip
     parser.add_argument("--cas_steps", type=int, default=1000, help="training steps of each CAS classifier")
     parser.add_argument("--sample_batch_size", type=int, default=500)
