@@ -135,7 +135,7 @@ class StepOption:
     note: str
 
 
-STEP_OPTIONS = [
+STEP_OPTIONS = [  # the first is the baseline
     StepOption("eager", False, False, "for-loop", "baseline: eager float32 NCHW, AdamW's CPU default"),
     StepOption("channels_last", True, False, "for-loop", "weights and pixels channels-last"),
     StepOption("foreach_adamw", False, False, "foreach", "AdamW(foreach=True)"),
@@ -419,7 +419,8 @@ def convolution_ceiling(config: dict) -> dict:
     from torch.profiler import ProfilerActivity, profile
     from torch.utils.flop_counter import FlopCounterMode
 
-    step, _ = make_option_step(STEP_OPTIONS[0], config, step_pixels(config))
+    baseline = STEP_OPTIONS[0]  # eager float32 NCHW
+    step, _ = make_option_step(baseline, config, step_pixels(config))
     for _ in range(max(config["warmup"], 1)):
         step()
     with FlopCounterMode(display=False) as counter:
