@@ -415,12 +415,35 @@ def paths_for(args) -> dict:
             "judge": out / "judge", "pipeline": out / "pipeline-vqvae2"}  # fmt: skip
 
 
+# What each part reads that an earlier part writes (a part run alone needs them in --output_dir or given).
+NEEDS = {"codes": ("vqvae2", "vqvae"), "priors": ("codes_vqvae2", "codes_vqvae"),
+         "judge": (), "samples": ("vqvae2", "vqvae", "prior_top", "prior_bottom", "prior_single", "judge")}  # fmt: skip
+MADE_BY = {"vqvae2": "vq", "vqvae": "vq", "codes_vqvae2": "codes", "codes_vqvae": "codes", "prior_top": "priors",
+           "prior_bottom": "priors", "prior_single": "priors", "judge": "judge"}  # fmt: skip
+
+
+def check_inputs(parts: list[str], paths: dict) -> None:
+    """Stop before any work when a part would read what no earlier part of this run makes and is not there."""
+    for index, part in enumerate(parts):
+        for name in NEEDS.get(part, ()):
+            if MADE_BY[name] not in parts[:index] and not paths[name].exists():
+                raise SystemExit(f"part {part} reads {paths[name]}, which is absent: run the part {MADE_BY[name]!r} "
+                                 f"first (--parts {MADE_BY[name]},{part}) or point --output_dir at the folder of "
+                                 "an earlier run")  # fmt: skip
+
+
 def main(args) -> dict:
     torch.set_num_threads(args.threads)
+    for flag in ("vqvae2", "vqvae"):
+        given = getattr(args, flag)
+        if given is not None and not Path(given).exists():
+            raise SystemExit(f"--{flag} {given} is absent: give the folder of a trained model, or leave --{flag} out "
+                             "and the part 'vq' trains one")  # fmt: skip
     if not (Path(args.dataset) / "data").is_dir():
         raise SystemExit(f"{args.dataset} is absent: this benchmark reads the shared CIFAR-10 (Hub layout)")
-    Path(args.output_dir).mkdir(parents=True, exist_ok=True)
     paths = paths_for(args)
+    check_inputs(args.parts.split(","), paths)
+    Path(args.output_dir).mkdir(parents=True, exist_ok=True)
     parts = {"vq": vq_part, "codes": codes_part, "priors": priors_part, "judge": judge_part, "samples": samples_part}
     results = {"config": {key: value for key, value in vars(args).items() if key != "json"}}
     for name in args.parts.split(","):
