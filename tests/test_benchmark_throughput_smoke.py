@@ -1,7 +1,6 @@
 """The training-throughput benchmark runs and writes the documented JSON keys (the >= 3x target itself lives in
 the benchmark's printed table, not in a timed test)."""
 
-import importlib.util
 import json
 import math
 import subprocess
@@ -10,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from script_modules import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 MNIST = ROOT.parent / "shared" / "datasets" / "mnist"  # the benchmark's default --data_dir
@@ -63,14 +63,6 @@ def test_train_throughput_benchmark_quick_run_writes_the_json_keys(tmp_path):
     assert "vqvae_mnist" in result.stdout and "data_mnist" in result.stdout
 
 
-def _benchmark_module():
-    spec = importlib.util.spec_from_file_location("train_throughput", ROOT / "benchmarks" / "train_throughput.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
 def _convolution_flops(model: torch.nn.Module, pixels: torch.Tensor) -> int:
     """Forward and backward FLOPs of every Conv2d / ConvTranspose2d of one training forward + backward, counted from
     the shapes the layers see: forward 2 * batch * positions * weight elements (positions: output's for a conv, the
@@ -94,7 +86,7 @@ def _convolution_flops(model: torch.nn.Module, pixels: torch.Tensor) -> int:
 
 
 def test_convolution_ceiling_counts_the_convolutions_flops_and_bounds_the_speed_up():
-    bench = _benchmark_module()
+    bench = load_script("benchmarks/train_throughput.py")
     threads = torch.get_num_threads()
     try:
         config = bench.make_config(bench.parse_args(["--quick", "--threads", "1"]))

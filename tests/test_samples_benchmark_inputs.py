@@ -1,21 +1,12 @@
 """benchmarks/samples_cifar10.py stops before any work, with what to do, when a part would read what is absent."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
+from script_modules import load_script
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("samples_cifar10", ROOT / "benchmarks" / "samples_cifar10.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/samples_cifar10.py")
 
 
 def _paths(bench, tmp_path, *present):
