@@ -417,7 +417,7 @@ def paths_for(args) -> dict:
 
 # What each part reads that an earlier part writes (a part run alone needs them in --output_dir or given).
 NEEDS = {"codes": ("vqvae2", "vqvae"), "priors": ("codes_vqvae2", "codes_vqvae"),
-         "judge": (), "samples": ("vqvae2", "vqvae", "prior_top", "prior_bottom", "prior_single", "judge")}  # fmt: skip
+         "samples": ("vqvae2", "vqvae", "prior_top", "prior_bottom", "prior_single", "judge")}  # fmt: skip
 MADE_BY = {"vqvae2": "vq", "vqvae": "vq", "codes_vqvae2": "codes", "codes_vqvae": "codes", "prior_top": "priors",
            "prior_bottom": "priors", "prior_single": "priors", "judge": "judge"}  # fmt: skip
 
