@@ -19,12 +19,14 @@ model folder, a codes dataset, a features file):
    `hf_vqvae.evaluation.sample_quality` in the judge's feature space (penultimate layer): Fréchet distance ("FD
    (CIFAR-10 ResNet features)", not Inception FID), KID, precision and recall (k = 3), each set against the 10,000
    test images. Rows: training images (the floor), reconstructions of those by each VQ model (what its decoder
-   allows its samples at best), VQ-VAE-2 samples, single-level VQ-VAE samples, and VQ-VAE-2 samples after classifier-based rejection
-   sampling (VQ-VAE-2 §3.3), keeping the top fraction by the judge's p(class) in each class (every row has the
-   same number of images, so the rows compare). Then CAS (Classification Accuracy Score): a fresh classifier
-   trained only on samples, tested on the real test set, beside the same classifier trained on as many real
-   training images. Writes the class-conditional sample grid (one row per class) and the quality/diversity
-   trade-off plot (precision and recall against the kept fraction; the paper's Fig. 5) as PNG files.
+   allows its samples at best), VQ-VAE-2 images with the top codes of those and bottom codes sampled by the bottom
+   prior (how much of the samples' distance the bottom prior causes), VQ-VAE-2 samples, single-level VQ-VAE
+   samples, and VQ-VAE-2 samples after classifier-based rejection sampling (VQ-VAE-2 §3.3), keeping the top
+   fraction by the judge's p(class) in each class (every row has the same number of images, so the rows compare).
+   Then CAS (Classification Accuracy Score): a fresh classifier trained only on samples, tested on the real test
+   set, beside the same classifier trained on as many real training images. Writes the class-conditional sample
+   grid (one row per class) and the quality/diversity trade-off plot (precision and recall against the kept
+   fraction; the paper's Fig. 5) as PNG files.
 
 Usage:
 
@@ -264,6 +266,27 @@ def reconstruct(vqvae, images: torch.Tensor, batch_size: int = 500) -> torch.Ten
     return torch.cat(out)
 
 
+@torch.no_grad()
+def codes_below_real_top(pipe, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator) -> list:
+    """Codes per level (top first): the top codes of `images` (in [0, 1]) kept, every lower level sampled by its prior
+    given them and the class `labels`."""
+    encoded = pipe.vqvae.encode(images.to(pipe.vqvae.device) * 2 - 1).codes
+    keep = [torch.full_like(code, level == 0, dtype=torch.bool) for level, code in enumerate(encoded)]
+    return pipe.sample_codes(len(images), [code.shape[-2:] for code in encoded], labels.to(pipe.vqvae.device),
+                             generator=generator, fixed_codes=encoded, fixed_masks=keep)  # fmt: skip
+
+
+@torch.no_grad()
+def sample_below_real_top(pipe, images: torch.Tensor, labels: torch.Tensor, batch_size: int, seed: int) -> torch.Tensor:
+    """Images decoded from `codes_below_real_top`, in [0, 1]: how far these lie from the test set is the part of the
+    samples' distance that the priors below the top cause (the top prior's share is what the samples add)."""
+    generator, out = torch.Generator().manual_seed(seed), []
+    for chunk, chunk_labels in zip(images.split(batch_size), labels.split(batch_size)):
+        codes = codes_below_real_top(pipe, chunk, chunk_labels, generator)
+        out.append(((pipe.vqvae.decode_code(codes) + 1) / 2).clamp(0, 1).cpu())
+    return torch.cat(out)
+
+
 def keep_top(probabilities: torch.Tensor, labels: torch.Tensor, fraction: float, per_class: int) -> torch.Tensor:
     """Indices of rejection sampling at `fraction`: in each class, the `per_class` most confident of the first
     `per_class / fraction` samples (the pools nest, so every row has `per_class` images per class)."""
@@ -308,6 +331,8 @@ def samples_part(args, paths: dict) -> dict:
     rows = {"training images (floor)": (train_images, train_labels),
             "VQ-VAE-2 reconstructions of those": (reconstruct(vqvae2_pipe.vqvae, train_images), train_labels),
             "VQ-VAE K=2048 reconstructions of those": (reconstruct(single_pipe.vqvae, train_images), train_labels),
+            "VQ-VAE-2, real top codes + sampled bottom": (sample_below_real_top(
+                vqvae2_pipe, train_images, train_labels, args.sample_batch_size, args.seed), train_labels),
             "VQ-VAE-2 samples (top + bottom prior)": (pool[plain], in_class_order),
             "VQ-VAE K=2048 samples (one prior)": (single, in_class_order)}  # fmt: skip
     for fraction in sorted(args.keep_fractions, reverse=True):
