@@ -28,6 +28,9 @@ model folder, a codes dataset, a features file):
    grid (one row per class) and the quality/diversity trade-off plot (precision and recall against the kept
    fraction; the paper's Fig. 5) as PNG files.
 
+`--device` (default: CUDA when there is a GPU) is where the judge trains and the samples part runs; the VQ models
+and the priors train through Accelerate, on its device.
+
 Usage:
 
     .venv/bin/python benchmarks/samples_cifar10.py --json samples.json      # all parts
@@ -56,6 +59,7 @@ import train as train_script  # noqa: E402
 import train_classifier  # noqa: E402
 
 from hf_vqvae import PixelCNNPriorModel, VQVAE2Pipeline  # noqa: E402
+from hf_vqvae.devices import add_device_argument, resolve_device  # noqa: E402
 from hf_vqvae.data import DataArguments, ImageTransform, batches_for_rank, load_image_splits  # noqa: E402
 from hf_vqvae.data.codes import code_batches, load_codes  # noqa: E402
 from hf_vqvae.evaluation.sample_quality import FeatureNetwork, classification_accuracy_score, compare  # noqa: E402
@@ -88,6 +92,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--cas_steps", type=int, default=1000, help="training steps of each CAS classifier")
     parser.add_argument("--sample_batch_size", type=int, default=500)
     parser.add_argument("--threads", type=int, default=2)
+    add_device_argument(parser)  # the judge and the samples part; the VQ models and priors train through Accelerate
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="smoke run: a few steps, a few images")
     parser.add_argument("--json", metavar="PATH", help="write the figures as JSON")
@@ -224,7 +229,8 @@ def judge_part(args, paths: dict) -> dict:
         train_classifier.main(train_classifier.parse_args([
             "--dataset_name", args.dataset, "--image_size", "32", "--num_channels", "3", "--hidden_sizes", "64", "128",
             "--max_train_steps", str(args.judge_steps), "--batch_size", "128", "--output_dir", str(folder),
-            "--seed", str(args.seed), *(["--max_eval_samples", "200"] if args.quick else []),
+            "--seed", str(args.seed), "--device", str(resolve_device(args.device)),
+            *(["--max_eval_samples", "200"] if args.quick else []),
         ]))  # fmt: skip
     return json.loads((folder / "metrics.json").read_text())
 
@@ -247,8 +253,8 @@ def real_images(args, split: str, count: int | None, seed: int) -> tuple[torch.T
 
 
 def generate(pipe, labels: list[int], batch_size: int, seed: int) -> torch.Tensor:
-    """Class-conditional samples of `pipe` for `labels`, in [0, 1] (N, 3, H, W)."""
-    generator, images = torch.Generator().manual_seed(seed), []
+    """Class-conditional samples of `pipe` for `labels`, in [0, 1] (N, 3, H, W), on the CPU."""
+    generator, images = torch.Generator(device=pipe.device).manual_seed(seed), []
     for start in range(0, len(labels), batch_size):
         chunk = labels[start : start + batch_size]
         out = pipe(len(chunk), class_labels=chunk, generator=generator, output_type="np").images
@@ -262,7 +268,8 @@ def class_labels(per_class: int) -> list[int]:
 
 @torch.no_grad()
 def reconstruct(vqvae, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
-    out = [((vqvae(batch * 2 - 1).reconstruction + 1) / 2).clamp(0, 1) for batch in images.split(batch_size)]
+    out = [((vqvae(batch.to(vqvae.device) * 2 - 1).reconstruction + 1) / 2).clamp(0, 1).cpu()
+           for batch in images.split(batch_size)]  # fmt: skip
     return torch.cat(out)
 
 
@@ -280,7 +287,7 @@ def codes_below_real_top(pipe, images: torch.Tensor, labels: torch.Tensor, gener
 def sample_below_real_top(pipe, images: torch.Tensor, labels: torch.Tensor, batch_size: int, seed: int) -> torch.Tensor:
     """Images decoded from `codes_below_real_top`, in [0, 1]: how far these lie from the test set is the part of the
     samples' distance that the priors below the top cause (the top prior's share is what the samples add)."""
-    generator, out = torch.Generator().manual_seed(seed), []
+    generator, out = torch.Generator(device=pipe.device).manual_seed(seed), []
     for chunk, chunk_labels in zip(images.split(batch_size), labels.split(batch_size)):
         codes = codes_below_real_top(pipe, chunk, chunk_labels, generator)
         out.append(((pipe.vqvae.decode_code(codes) + 1) / 2).clamp(0, 1).cpu())
@@ -303,10 +310,13 @@ def samples_part(args, paths: dict) -> dict:
         vqvae2_pipe = _assemble(paths, "vqvae2", ["prior_top", "prior_bottom"])
         vqvae2_pipe.save_pretrained(paths["pipeline"])
     single_pipe = _assemble(paths, "vqvae", ["prior_single"])
+    device = resolve_device(args.device)
     for pipe in (vqvae2_pipe, single_pipe):
-        pipe.set_progress_bar_config(disable=True)
+        pipe.to(device).set_progress_bar_config(disable=True)
     features = FeatureNetwork(str(paths["judge"]))
     judge = ClassifierJudge.from_pretrained(paths["judge"])
+    features.model.to(device)
+    judge.model.to(device)
     per_class = args.samples_per_class
     timings = {}
 
@@ -323,7 +333,7 @@ def samples_part(args, paths: dict) -> dict:
     single = generate(single_pipe, class_labels(per_class), args.sample_batch_size, args.seed)
     timings["vqvae_samples_s"] = time.perf_counter() - start
     with torch.no_grad():
-        confidence = torch.cat([judge(batch).softmax(-1) for batch in pool.split(500)])
+        confidence = torch.cat([judge(batch).softmax(-1).cpu() for batch in pool.split(500)])
     probability = confidence[torch.arange(len(pool)), pool_labels]
     plain = keep_top(torch.zeros(len(pool)), pool_labels, 1.0, per_class)  # the first per_class of each class
 
@@ -345,7 +355,7 @@ def samples_part(args, paths: dict) -> dict:
                        "judge_accuracy": _judge_accuracy(judge, images, labels)}  # fmt: skip
         print(f"{name:50s} {metric_name} {table[name]['fd']:8.2f}  KID {table[name]['kid_mean']:.4f}  "
               f"precision {table[name]['precision']:.3f}  recall {table[name]['recall']:.3f}", flush=True)
-    cas = cas_rows(args, pool, pool_labels, test_images, test_labels)
+    cas = cas_rows(args, pool, pool_labels, test_images, test_labels, device)
     grid_path = write_grid(pool, pool_labels, Path(args.output_dir) / "samples_grid.png")
     plot_path = write_tradeoff_plot(table, Path(args.output_dir) / "tradeoff.png")
     return {"metric": metric_name, "reference": f"CIFAR-10 test set ({len(test_images)} images)", "rows": table,
@@ -354,7 +364,7 @@ def samples_part(args, paths: dict) -> dict:
 
 @torch.no_grad()
 def _judge_accuracy(judge, images: torch.Tensor, labels: torch.Tensor) -> float:
-    predictions = torch.cat([judge(batch).argmax(-1) for batch in images.split(500)])
+    predictions = torch.cat([judge(batch).argmax(-1).cpu() for batch in images.split(500)])
     return float((predictions == labels).float().mean())
 
 
@@ -368,10 +378,13 @@ def _assemble(paths: dict, vq: str, priors: list[str]) -> VQVAE2Pipeline:
     return VQVAE2Pipeline(vqvae=AutoModel.from_pretrained(paths[vq]).eval(), **components)
 
 
-def cas_rows(args, pool, pool_labels, test_images, test_labels) -> dict:
+def cas_rows(args, pool, pool_labels, test_images, test_labels, device) -> dict:
     """CAS: the judge's architecture trained from scratch on samples only, and on as many real training images."""
     real_images_, real_labels = real_images(args, "train", len(pool), args.seed + 1)
-    build = lambda: train_classifier.build_classifier(3, [str(c) for c in range(CLASSES)], (64, 128))  # noqa: E731
+
+    def build():
+        return train_classifier.build_classifier(3, [str(c) for c in range(CLASSES)], (64, 128)).to(device)
+
     settings = dict(build_model=build, steps=args.cas_steps, batch_size=128, learning_rate=1e-3, seed=args.seed)
     return {
         "train_images": len(pool),
@@ -470,7 +483,8 @@ def main(args) -> dict:
     check_inputs(args.parts.split(","), paths)
     Path(args.output_dir).mkdir(parents=True, exist_ok=True)
     parts = {"vq": vq_part, "codes": codes_part, "priors": priors_part, "judge": judge_part, "samples": samples_part}
-    results = {"config": {key: value for key, value in vars(args).items() if key != "json"}}
+    config = {key: value for key, value in vars(args).items() if key != "json"}
+    results = {"config": {**config, "device": str(resolve_device(args.device))}}
     for name in args.parts.split(","):
         start = time.perf_counter()
         results[name] = parts[name](args, paths)

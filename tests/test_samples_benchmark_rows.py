@@ -49,3 +49,9 @@ def test_the_row_decodes_those_codes_in_batches_into_unit_range_images(bench, pi
     expected = [pipe.vqvae.decode_code(bench.codes_below_real_top(pipe, chunk, chunk_labels, generator))
                 for chunk, chunk_labels in zip(images.split(2), labels.split(2))]  # fmt: skip
     assert torch.allclose(out, ((torch.cat(expected) + 1) / 2).clamp(0, 1), atol=1e-6)
+
+
+def test_a_device_that_is_not_there_is_refused_before_any_work(bench, capsys):
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--device", "nonexistent-device"])
+    assert "argument --device" in (err := capsys.readouterr().err) and "use one of: cpu" in err
