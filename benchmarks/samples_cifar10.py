@@ -313,10 +313,9 @@ def samples_part(args, paths: dict) -> dict:
     device = resolve_device(args.device)
     for pipe in (vqvae2_pipe, single_pipe):
         pipe.to(device).set_progress_bar_config(disable=True)
-    features = FeatureNetwork(str(paths["judge"]))
     judge = ClassifierJudge.from_pretrained(paths["judge"])
-    features.model.to(device)
     judge.model.to(device)
+    features = FeatureNetwork(judge)  # the judge's penultimate layer, named after its folder
     per_class = args.samples_per_class
     timings = {}
 
